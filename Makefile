@@ -1,0 +1,32 @@
+# The two quick-start commands: `make pipeline` and `make test`. Each creates the virtual environment
+# (.venv) from pyproject.toml and requirements/constraints.txt when it is missing or out of date.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: setup pipeline test bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mgicon needs Python >= 3.11, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+pipeline: setup
+	@if [ -f Snakefile ]; then \
+		$(VENV)/bin/snakemake --cores 2; \
+	else \
+		echo "mgicon: the pipeline (Snakefile) is not there yet; the environment in $(VENV) is set up."; \
+	fi
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/engine.py
+
+clean-venv:
+	rm -rf $(VENV)
