@@ -12,8 +12,9 @@ Conventions:
     each cell's far corner) on the ``(N−1)³`` cells; the share of cells with det < 0, in percent.  Scale-free.
   - ``negative_jacobian_percent_physical(displacement, spacing)`` — a displacement field ``(3, *grid)`` or
     ``(*grid, 3)`` **in mm** on a grid with ``spacing`` mm (array-axis order, components in the same order): the
-    determinant of ``I + ∇u`` with central differences (one-sided at the border), as ITK's
-    ``DisplacementFieldJacobianDeterminantFilter``; the share of voxels with det ≤ 0, in percent.
+    determinant of ``I + ∇u`` with central differences (one-sided at the border); the share of voxels with
+    det ≤ 0, in percent.  For rotated grids pass the direction matrix: ITK's
+    ``DisplacementFieldJacobianDeterminantFilter`` ignores it and is wrong for non-identity directions.
 """
 
 from __future__ import annotations
@@ -91,8 +92,17 @@ def negative_jacobian_percent(phi: torch.Tensor) -> float:
     return float((det < 0).float().mean().item() * 100.0)
 
 
-def jacobian_determinant_physical(displacement, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """``det(I + ∇u)`` per voxel of a displacement field in mm, ``(3, *grid)`` or ``(*grid, 3)``."""
+def jacobian_determinant_physical(
+    displacement, spacing: Sequence[float] = (1.0, 1.0, 1.0), direction=None
+) -> np.ndarray:
+    """``det(I + ∇u)`` per voxel of a displacement field in mm, ``(3, *grid)`` or ``(*grid, 3)``.
+
+    ``spacing[k]`` is the voxel size along grid axis k.  Without ``direction`` the components of ``u`` follow the
+    grid axes.  With it, ``u`` has physical components and column k of ``direction`` is the physical direction of
+    grid axis k (for an ITK array ``[z, y, x]``: ITK's direction matrix with its columns reversed), so that the
+    gradient is taken in physical space: ``∇u = G · directionᵀ`` with ``G`` the derivatives along the grid axes.
+    Derivatives are central inside and one-sided at the border (exact for affine fields).
+    """
     u = _as_numpy(displacement).astype(np.float64)
     if u.ndim != 4:
         raise ValueError(f"expected a 3-D displacement field with 3 components, got shape {u.shape}")
@@ -100,15 +110,18 @@ def jacobian_determinant_physical(displacement, spacing: Sequence[float] = (1.0,
         u = np.moveaxis(u, -1, 0)
     if u.shape[0] != 3:
         raise ValueError(f"expected 3 displacement components, got shape {u.shape}")
-    jac = np.empty(u.shape[1:] + (3, 3))
+    grad = np.empty(u.shape[1:] + (3, 3))
     for i in range(3):
-        grads = np.gradient(u[i], *[float(s) for s in spacing], edge_order=1)
-        for j in range(3):
-            jac[..., i, j] = grads[j] + (1.0 if i == j else 0.0)
-    return np.linalg.det(jac)
+        for k, g in enumerate(np.gradient(u[i], *[float(s) for s in spacing], edge_order=1)):
+            grad[..., i, k] = g
+    if direction is not None:
+        grad = grad @ np.asarray(direction, dtype=np.float64).reshape(3, 3).T
+    return np.linalg.det(grad + np.eye(3))
 
 
-def negative_jacobian_percent_physical(displacement, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
+def negative_jacobian_percent_physical(
+    displacement, spacing: Sequence[float] = (1.0, 1.0, 1.0), direction=None
+) -> float:
     """% of voxels where the physical-space transform folds (``det(I + ∇u) ≤ 0``)."""
-    det = jacobian_determinant_physical(displacement, spacing)
+    det = jacobian_determinant_physical(displacement, spacing, direction)
     return float((det <= 0).mean() * 100.0)

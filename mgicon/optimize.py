@@ -75,7 +75,7 @@ def instance_optimize(
 
     ``steps=0`` skips the optimization.  ``mask_fixed`` restricts the moving→fixed similarity term and
     ``mask_moving`` the fixed→moving one.  Same seed, same inputs, same device: same result.  ``channels_last``
-    runs the U-Nets on NDHWC activations (about 1.25x faster IO steps on CPU at 96³, see benchmarks/engine.py);
+    runs the U-Nets on NDHWC activations (1.2-1.25x faster IO steps on a 2-core CPU, benchmarks/engine.py);
     ``bf16`` autocasts them on CUDA.
     """
     if steps < 0:

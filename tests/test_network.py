@@ -37,7 +37,7 @@ def test_map_equals_upstream_with_random_weights(last_step):
         root = up.regis_net
         root.identity_map.isIdentity = True
         expected = root(a, b)(root.identity_map)
-    got = mgicon.predict_map(ours, a, b)
+    got = mgicon.predict_map(ours, a, b, channels_last=False)
     displacement_voxels = (expected - root.identity_map).abs().max().item() * (n - 1)
     assert displacement_voxels > 0.5, "random weights must give a non-trivial map"
     assert (got - expected).abs().max().item() <= 1e-5
