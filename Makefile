@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mgicon needs Python >= 3.11, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test,workflow]"
 	@touch $(STAMP)
 
 pipeline: setup

@@ -123,6 +123,11 @@ def from_array(array: np.ndarray, like: sitk.Image | None = None, is_vector: boo
     return image
 
 
+def index_to_physical(image: sitk.Image, indices: np.ndarray) -> np.ndarray:
+    """Continuous voxel indices ``(K, 3)`` in ITK (x, y, z) order → physical points in mm ``(K, 3)``."""
+    return np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(map(float, p))) for p in np.asarray(indices)])
+
+
 def is_label_image(image: sitk.Image) -> bool:
     """Integer pixel types are label maps: they are warped with nearest neighbour and keep their type."""
     return image.GetPixelID() in {
@@ -223,6 +228,18 @@ def physical_to_network(image: sitk.Image, shape: Sequence[int]) -> sitk.AffineT
     transform.SetMatrix(inverse.flatten().tolist())
     transform.SetTranslation((-inverse @ np.asarray(forward.GetTranslation())).tolist())
     return transform
+
+
+def on_network_grid(array: np.ndarray, image: sitk.Image) -> sitk.Image:
+    """An array already resized to a network shape, as an image covering ``image``'s field of view (the network
+    grid's voxel centres in ``image``'s physical space)."""
+    shape = array.shape
+    to_physical = network_to_physical(image, shape)
+    out = sitk.GetImageFromArray(array)
+    out.SetSpacing(tuple(np.asarray(image.GetSpacing()) * np.asarray(image.GetSize()) / np.asarray(shape[::-1])))
+    out.SetOrigin(tuple(to_physical.GetTranslation()))
+    out.SetDirection(image.GetDirection())
+    return out
 
 
 def map_to_displacement_transform(phi: torch.Tensor) -> sitk.DisplacementFieldTransform:

@@ -1,0 +1,1 @@
+"""Datasets: registry, manifests, adapters, preprocessing, pair lists, samplers and the synthetic suite."""

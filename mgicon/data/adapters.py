@@ -1,0 +1,225 @@
+"""Adapters: turn a raw distribution into manifest rows (see :mod:`mgicon.data.manifest`).
+
+A registry entry's ``source`` says where its images come from (``kind``):
+
+* ``synthetic`` — the embedded synthetic suite (:mod:`mgicon.data.synthetic`), generated offline;
+* ``download`` — a public archive (``url``; ``sha256``/``size`` when published) downloaded into the resources
+  folder, verified, extracted safely, then read by its ``layout`` (``learn2reg`` or ``template``);
+* ``local`` — a controlled-access set read from the user's copy at ``root`` by its ``layout``;
+* ``manifest`` — the user's own CSV manifest (``path``);
+* ``learn2reg`` — the user's own Learn2Reg-style ``*_dataset.json`` (``path``).
+
+Layouts:
+
+* ``template`` — ``images: {modality: pattern}`` with ``{subject}`` and optionally ``{timepoint}`` fields, e.g.
+  ``"{subject}/T1w/T1w_acpc_dc_restore_brain.nii.gz"``; optional ``label``, ``mask``, ``landmarks`` patterns (which
+  may use ``{modality}``).  Scans are found through the first modality's pattern; every other file they need must
+  exist, or the error lists what is missing.
+* ``learn2reg`` — a Learn2Reg ``*_dataset.json``: ``training``/``validation``/``test`` lists of image (and label,
+  mask, keypoints) paths named ``{task}_{case:04d}_{channel:04d}.nii.gz``; the channel is the scan's modality
+  (``modality`` map) or, for tasks whose channels are timepoints of one modality, its timepoint.
+
+Every adapter returns rows whose paths are absolute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from mgicon.data.archive import extract
+from mgicon.data.manifest import COLUMNS, ManifestError, check_files, read_manifest, resolve
+from mgicon.download import download, sha256sum
+
+LOCK_NAME = "downloads.lock.json"
+
+
+class DatasetSourceError(ValueError):
+    """A dataset that cannot be read from where the config points; the message says what is missing."""
+
+
+def _row(dataset: str, subject: str, timepoint: str, modality: str, image: Path, split: str, **files) -> dict:
+    row = {c: "" for c in COLUMNS}
+    row.update(dataset=dataset, subject=subject, timepoint=timepoint, modality=modality, image=str(image), split=split)
+    for key, value in files.items():
+        row[key] = str(value) if value else ""
+    return row
+
+
+def _split_of(subject: str, source: Mapping[str, Any]) -> str:
+    test = set(map(str, source.get("test_subjects", [])))
+    return "test" if subject in test else source.get("split", "train")
+
+
+# ------------------------------------------------------------------------------------------ template layout
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    parts = re.split(r"(\{subject\}|\{timepoint\})", pattern)
+    regex = "".join(
+        "(?P<subject>[^/]+?)" if p == "{subject}" else "(?P<timepoint>[^/]+?)" if p == "{timepoint}" else re.escape(p)
+        for p in parts
+    )
+    return re.compile(regex + r"\Z")
+
+
+def read_template(name: str, root: Path, layout: Mapping[str, Any], source: Mapping[str, Any]) -> list[dict]:
+    """Rows of a dataset stored as files following name patterns under ``root``."""
+    images: Mapping[str, str] = layout["images"]
+    first_modality, first_pattern = next(iter(images.items()))
+    regex = _pattern_regex(first_pattern)
+    found = []
+    for path in sorted(root.rglob("*")):
+        m = regex.match(path.relative_to(root).as_posix())
+        if m:
+            found.append((m.group("subject"), m.groupdict().get("timepoint") or "0"))
+    if not found:
+        raise DatasetSourceError(f"dataset {name}: no file under {root} matches {first_pattern!r}")
+    rows, missing = [], []
+    for subject, timepoint in found:
+        fields = {"subject": subject, "timepoint": timepoint}
+        for modality, pattern in images.items():
+            image = root / pattern.format(**fields)
+            extra = {}
+            for key in ("label", "mask", "landmarks"):
+                if layout.get(key):
+                    extra[key] = root / layout[key].format(modality=modality, **fields)
+            for path in [image, *extra.values()]:
+                if not path.exists():
+                    missing.append(str(path))
+            rows.append(_row(name, subject, timepoint, modality, image, _split_of(subject, source), **extra))
+    if missing:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DatasetSourceError(f"dataset {name}: {len(missing)} expected file(s) missing under {root}: {shown}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- Learn2Reg layout
+
+_L2R_NAME = re.compile(r"(?P<task>.+)_(?P<case>\d{4})_(?P<channel>\d{4})\.nii(\.gz)?\Z")
+
+
+def _entries(value) -> list:
+    """A dataset.json image list; AbdomenMRCT keys its ``training`` list by modality channel."""
+    if isinstance(value, Mapping):
+        return [e for v in value.values() for e in (v or [])]
+    return list(value or [])
+
+
+def read_learn2reg(name: str, dataset_json: Path, layout: Mapping[str, Any], source: Mapping[str, Any]) -> list[dict]:
+    """Rows of a Learn2Reg-style dataset from its ``*_dataset.json``.
+
+    ``layout`` options: ``channel_is`` (``modality``, default, or ``timepoint``), ``modality_names`` (map from the
+    json's modality names, lower-cased, to ours, e.g. ``{fbct: ct, mr: t1w}``), ``keypoints_key`` (the entry key of
+    the keypoint file, default ``keypoints``).  Keypoint CSVs are Learn2Reg's: voxel indices, no header.
+    """
+    if not dataset_json.is_file():
+        raise DatasetSourceError(f"dataset {name}: {dataset_json} not found")
+    try:
+        meta = json.loads(dataset_json.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetSourceError(f"{dataset_json}: not valid JSON ({exc})") from None
+    root = dataset_json.parent
+    rename = {str(k).lower(): str(v) for k, v in (layout.get("modality_names") or {}).items()}
+    channels = {str(k): rename.get(str(v).lower(), str(v).lower()) for k, v in (meta.get("modality") or {}).items()}
+    by_timepoint = layout.get("channel_is", "modality") == "timepoint"
+    keypoints_key = layout.get("keypoints_key", "keypoints")
+    rows, missing = [], []
+    for key, listed_split in (("training", "train"), ("validation", "test"), ("test", "test")):
+        for entry in _entries(meta.get(key)):
+            entry = {"image": entry} if isinstance(entry, str) else entry
+            image = (root / entry["image"]).resolve()
+            m = _L2R_NAME.match(image.name)
+            if not m:
+                raise DatasetSourceError(f"{dataset_json}: image name {image.name!r} is not TASK_CASE_CHANNEL.nii.gz")
+            subject, channel = m.group("case"), str(int(m.group("channel")))
+            modality = channels.get(channel, f"channel{channel}")
+            timepoint = channel if by_timepoint else "0"
+            extra = {k: (root / entry[v]).resolve() for k, v in (("label", "label"), ("mask", "mask"), ("landmarks", keypoints_key)) if entry.get(v)}
+            for path in [image, *extra.values()]:
+                if not path.exists():
+                    missing.append(str(path))
+            split = _split_of(subject, source) if source.get("test_subjects") else listed_split
+            rows.append(_row(name, subject, timepoint, modality, image, split, **extra))
+    if not rows:
+        raise DatasetSourceError(f"{dataset_json}: lists no images under training, validation or test")
+    if missing:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DatasetSourceError(f"dataset {name}: {len(missing)} file(s) named in {dataset_json} are missing: {shown}")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- downloads
+
+
+def fetch_archive(name: str, source: Mapping[str, Any], resources: Path) -> Path:
+    """Download (resumably) and extract a public archive once; the first download's SHA-256 is recorded in
+    ``resources/downloads.lock.json`` and every later download must match it (or the published ``sha256``)."""
+    url = source["url"]
+    folder = resources / name
+    extracted = folder / "extracted"
+    if extracted.is_dir():
+        return extracted
+    lock_path = resources / LOCK_NAME
+    lock = json.loads(lock_path.read_text()) if lock_path.is_file() else {}
+    recorded = lock.get(url, {})
+    archive = folder / Path(url.split("?")[0]).name
+    download(url, archive, sha256=source.get("sha256") or recorded.get("sha256"), size=source.get("size") or recorded.get("size"))
+    if url not in lock:
+        lock[url] = {"sha256": sha256sum(archive), "size": archive.stat().st_size}
+        tmp = lock_path.with_name(lock_path.name + ".tmp")
+        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, lock_path)
+    extract(archive, extracted)
+    return extracted
+
+
+def _read_layout(name: str, root: Path, source: Mapping[str, Any]) -> list[dict]:
+    layout = source.get("layout") or {}
+    kind = layout.get("kind", "template")
+    if kind == "learn2reg":
+        found = sorted(root.rglob(layout.get("json", "*_dataset.json")))
+        if not found:
+            raise DatasetSourceError(f"dataset {name}: no *_dataset.json under {root}")
+        return read_learn2reg(name, found[0], layout, source)
+    if kind == "template":
+        return read_template(name, root, layout, source)
+    raise DatasetSourceError(f"dataset {name}: unknown layout kind {kind!r}")
+
+
+def dataset_rows(name: str, source: Mapping[str, Any], resources: Path, work: Path, seed: int = 0,
+                 synthetic: Mapping[str, Any] | None = None) -> list[dict]:
+    """Manifest rows of one dataset from its registry ``source`` (see the module docstring)."""
+    kind = source.get("kind")
+    if kind == "synthetic":
+        from mgicon.data import synthetic as syn
+
+        rows = syn.generate_dataset(source.get("name", name), work, synthetic or {}, seed)
+        return [{**r, **{k: str(work / r[k]) if r.get(k) else "" for k in r if k in ("image", "label", "landmarks", "mask", "gt_to_template", "gt_from_template")}, "dataset": name} for r in rows]
+    if kind == "download":
+        return _read_layout(name, fetch_archive(name, source, resources), source)
+    if kind == "local":
+        root = source.get("root")
+        if not root:
+            hint = f" ({source['access']})" if source.get("access") else ""
+            raise DatasetSourceError(
+                f"dataset {name}: controlled-access data; set datasets.{name}.source.root to your copy{hint}"
+            )
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DatasetSourceError(f"dataset {name}: root {root} is not a folder")
+        return _read_layout(name, root, source)
+    if kind == "manifest":
+        path = Path(source["path"]).expanduser()
+        try:
+            rows = read_manifest(path)
+            check_files(rows, path)
+        except ManifestError as exc:
+            raise DatasetSourceError(str(exc)) from None
+        return [{**r, "dataset": name, **{c: str(resolve(path, r[c])) if r[c] else "" for c in ("image", "label", "landmarks", "mask")}} for r in rows]
+    if kind == "learn2reg":
+        return read_learn2reg(name, Path(source["path"]).expanduser(), source.get("layout") or {}, source)
+    raise DatasetSourceError(f"dataset {name}: unknown source kind {kind!r}")

@@ -1,0 +1,128 @@
+"""Manifests: one CSV row per image, the contract between the data stage and everything after it.
+
+Columns: ``dataset, subject, timepoint, modality, image, label, landmarks, mask, split`` (plus optional extra
+columns such as the synthetic suite's ground-truth fields).  Paths are relative to the manifest's folder unless
+absolute; empty fields mean "absent".  A *scan* is one (subject, timepoint): all its modalities are aligned.
+Landmark files are CSVs with header ``x,y,z``: physical points in mm (ITK/LPS), rows corresponding between the
+scans of a pair.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+COLUMNS = ("dataset", "subject", "timepoint", "modality", "image", "label", "landmarks", "mask", "split")
+
+
+class ManifestError(ValueError):
+    """A manifest or a file it names is unusable; the message names the file and the problem."""
+
+
+def write_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike, columns: Sequence[str]) -> None:
+    """Write rows atomically (temporary file, then rename), with ``columns`` first and extra keys after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = [k for row in rows for k in row if k not in columns]
+    header = list(columns) + list(dict.fromkeys(extra))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=header, restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_csv(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such file")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ManifestError(f"{path}: missing columns {', '.join(missing)}")
+        return list(reader)
+
+
+def write_manifest(rows: Sequence[Mapping[str, object]], path: str | os.PathLike) -> None:
+    write_csv(rows, path, COLUMNS)
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
+    return read_csv(path, COLUMNS)
+
+
+def resolve(manifest_path: str | os.PathLike, value: str) -> Path | None:
+    """The path a manifest field names (relative to the manifest's folder), or None if empty."""
+    if not value:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else Path(manifest_path).parent / p
+
+
+def check_files(rows: Sequence[Mapping[str, str]], manifest_path: str | os.PathLike) -> None:
+    """Every path a manifest names must exist; the error lists the missing ones."""
+    missing = [
+        str(resolve(manifest_path, row[c]))
+        for row in rows
+        for c in ("image", "label", "landmarks", "mask")
+        if row.get(c) and not resolve(manifest_path, row[c]).exists()
+    ]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ManifestError(f"{manifest_path}: {len(missing)} file(s) named in the manifest are missing: {shown}")
+
+
+def scans(rows: Sequence[Mapping[str, str]]) -> dict[tuple[str, str], dict[str, Mapping[str, str]]]:
+    """Rows grouped by scan ``(subject, timepoint)`` → ``{modality: row}``."""
+    out: dict[tuple[str, str], dict[str, Mapping[str, str]]] = {}
+    for row in rows:
+        out.setdefault((row["subject"], row["timepoint"]), {})[row["modality"]] = row
+    return out
+
+
+def read_landmarks(path: str | os.PathLike) -> np.ndarray:
+    """A landmark CSV (header ``x,y,z``, mm) as a ``(K, 3)`` array."""
+    rows = read_csv(path, ("x", "y", "z"))
+    return np.array([[float(r["x"]), float(r["y"]), float(r["z"])] for r in rows], dtype=np.float64).reshape(-1, 3)
+
+
+def write_landmarks(points: np.ndarray, path: str | os.PathLike) -> None:
+    write_csv([{"x": f"{p[0]:.6f}", "y": f"{p[1]:.6f}", "z": f"{p[2]:.6f}"} for p in np.asarray(points)], path, ("x", "y", "z"))
+
+
+LANDMARK_FORMATS = ("mm_csv", "voxel_csv", "dirlab_txt")
+
+
+def read_landmarks_as_mm(path: str | os.PathLike, image, fmt: str = "mm_csv") -> np.ndarray:
+    """Landmarks in mm (ITK/LPS) from any supported format, using ``image`` (SimpleITK) for voxel formats.
+
+    ``mm_csv``: ours (header x,y,z, mm).  ``voxel_csv``: Learn2Reg keypoints, 0-based continuous voxel indices
+    (x, y, z), no header.  ``dirlab_txt``: DIR-Lab, 1-based voxel indices, whitespace-separated.
+    """
+    if fmt == "mm_csv":
+        return read_landmarks(path)
+    if fmt not in LANDMARK_FORMATS:
+        raise ManifestError(f"{path}: unknown landmark format {fmt!r}; use one of {LANDMARK_FORMATS}")
+    try:
+        points = np.loadtxt(path, delimiter="," if fmt == "voxel_csv" else None, ndmin=2)
+    except ValueError as exc:
+        raise ManifestError(f"{path}: not a {fmt} landmark file ({exc})") from None
+    if points.shape[1] != 3:
+        raise ManifestError(f"{path}: expected 3 columns, found {points.shape[1]}")
+    if fmt == "dirlab_txt":
+        points = points - 1.0
+    from mgicon.io.itk import index_to_physical
+
+    return index_to_physical(image, points)

@@ -1,0 +1,60 @@
+"""Preprocessing (Sec. 3.3): per-modality normalisation to [0, 1] and resizing to the network shape.
+
+CT and CBCT are clipped to [−1000, 1000] HU, every MR-derived modality (T1w, T2w, FLAIR, DESS, FA, MD, DIXON, …) at
+its 99th percentile (:mod:`mgicon.io.preprocess`).  Images are resized trilinearly (labels and masks: nearest) and
+written as NIfTI volumes covering the original field of view, so they still open in any viewer; the originals stay
+where they are, for evaluation at the original resolution.  Masks are resized too; applying them (the lung ROI of
+COPDGene in finetuning) is the training loader's job, per stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from mgicon.io import itk as itkio
+from mgicon.io.preprocess import normalize
+
+CT_LIKE = {"ct", "cbct"}
+NETWORK_COLUMNS = ("network_image", "network_label", "network_mask")
+
+
+def normalization_for(modality: str) -> str:
+    """``ct`` for CT-like modalities, ``mri`` (min to 99th percentile) for all others."""
+    return "ct" if modality.lower() in CT_LIKE else "mri"
+
+
+def _scan_name(row: Mapping[str, str]) -> str:
+    return f"{row['subject']}_{row['timepoint']}"
+
+
+def preprocess_rows(rows: Sequence[Mapping[str, str]], shape: Sequence[int], out_dir: str | Path) -> list[dict]:
+    """Normalise and resize every image (and its label and mask) of a manifest; returns the rows with the
+    ``network_*`` columns pointing at the written volumes."""
+    out_dir = Path(out_dir)
+    done: dict[str, str] = {}
+    out = []
+    for row in rows:
+        image, array = itkio.read_scalar_image(row["image"])
+        normalised = normalize(array, normalization_for(row["modality"]))
+        volume = itkio.resize_to_network(normalised, shape)[0, 0].numpy()
+        target = out_dir / f"{_scan_name(row)}_{row['modality']}.nii.gz"
+        itkio.write_image(itkio.on_network_grid(volume, image), target)
+        new = {**row, "network_image": str(target), "network_label": "", "network_mask": ""}
+        for key, column, dtype in (("label", "network_label", np.uint16), ("mask", "network_mask", np.uint8)):
+            source = row.get(key)
+            if not source:
+                continue
+            if source not in done:
+                labels = itkio.to_array(itkio.read_image(source, what=key))
+                resized = itkio.resize_to_network(labels.astype(np.float32), shape, nearest=True)[0, 0].numpy()
+                tag = hashlib.sha1(str(source).encode()).hexdigest()[:8]
+                path = out_dir / f"{_scan_name(row)}_{key}_{tag}.nii.gz"
+                itkio.write_image(itkio.on_network_grid(resized.astype(dtype), image), path)
+                done[source] = str(path)
+            new[column] = done[source]
+        out.append(new)
+    return out

@@ -1,0 +1,130 @@
+"""Adapters on tiny fake layouts: templates, Learn2Reg json, own manifests, downloads; missing files are named."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from mgicon.data.adapters import DatasetSourceError, dataset_rows, read_learn2reg, read_template
+from mgicon.data.manifest import read_landmarks_as_mm, write_manifest
+from mgicon.testing import make_image
+from tests.http_server import FileServer
+
+
+def _img(path, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(make_image(np.random.rand(4, 5, 6).astype(np.float32), spacing, origin), str(path))
+    return path
+
+
+HCP_LAYOUT = {
+    "images": {"t1w": "{subject}/T1w/T1w_acpc_dc_restore_brain.nii.gz", "t2w": "{subject}/T1w/T2w_acpc_dc_restore_brain.nii.gz"},
+    "label": "{subject}/T1w/label.nii.gz",
+}
+
+
+def _hcp(root, subjects=("100307", "100408", "101107")):
+    for s in subjects:
+        for mod in ("T1w", "T2w"):
+            _img(root / s / "T1w" / f"{mod}_acpc_dc_restore_brain.nii.gz")
+        _img(root / s / "T1w" / "label.nii.gz")
+
+
+def test_template_layout_finds_scans_and_splits(tmp_path):
+    _hcp(tmp_path)
+    rows = read_template("HCP", tmp_path, HCP_LAYOUT, {"test_subjects": ["101107"]})
+    assert len(rows) == 6
+    assert {(r["subject"], r["modality"]) for r in rows} >= {("100307", "t1w"), ("101107", "t2w")}
+    assert {r["split"] for r in rows if r["subject"] == "101107"} == {"test"}
+    assert all(r["label"].endswith("label.nii.gz") for r in rows)
+
+
+def test_template_layout_names_missing_files(tmp_path):
+    _hcp(tmp_path)
+    missing = tmp_path / "100408" / "T1w" / "T2w_acpc_dc_restore_brain.nii.gz"
+    missing.unlink()
+    with pytest.raises(DatasetSourceError, match="1 expected file.*T2w_acpc_dc_restore_brain") as err:
+        read_template("HCP", tmp_path, HCP_LAYOUT, {})
+    assert str(missing) in str(err.value)
+
+
+def _l2r(root, training_as_dict=False):
+    entries = []
+    for case in ("0001", "0002", "0003"):
+        for ch in ("0000", "0001"):
+            _img(root / "imagesTr" / f"Task_{case}_{ch}.nii.gz", spacing=(2.0, 1.0, 1.0), origin=(5.0, 0.0, 0.0))
+            kp = root / "keypointsTr" / f"Task_{case}_{ch}.csv"
+            kp.parent.mkdir(parents=True, exist_ok=True)
+            kp.write_text("1.0,2.0,3.0\n0.5,0.0,1.0\n")
+            entries.append({"image": f"./imagesTr/Task_{case}_{ch}.nii.gz", "keypoints": f"./keypointsTr/Task_{case}_{ch}.csv"})
+    training = {"0": entries[0::2], "1": entries[1::2]} if training_as_dict else entries
+    meta = {"name": "Task", "modality": {"0": "MR", "1": "CT"}, "training": training}
+    (root / "Task_dataset.json").write_text(json.dumps(meta))
+    return root / "Task_dataset.json"
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_learn2reg_json_channels_as_modalities(tmp_path, as_dict):
+    path = _l2r(tmp_path, as_dict)
+    rows = read_learn2reg("T", path, {"modality_names": {"mr": "t1w"}}, {"test_subjects": ["0003"]})
+    assert sorted({r["modality"] for r in rows}) == ["ct", "t1w"]
+    assert {r["split"] for r in rows if r["subject"] == "0003"} == {"test"}
+    assert {r["timepoint"] for r in rows} == {"0"}
+
+
+def test_learn2reg_channels_as_timepoints_and_missing_file(tmp_path):
+    path = _l2r(tmp_path)
+    rows = read_learn2reg("T", path, {"channel_is": "timepoint"}, {})
+    assert {r["timepoint"] for r in rows} == {"0", "1"}
+    (tmp_path / "imagesTr" / "Task_0002_0001.nii.gz").unlink()
+    with pytest.raises(DatasetSourceError, match="Task_0002_0001.nii.gz"):
+        read_learn2reg("T", path, {}, {})
+
+
+@pytest.mark.parametrize("fmt, text, expected", [
+    ("voxel_csv", "1.0,2.0,3.0\n", [5.0 + 2.0, 2.0, 3.0]),
+    ("dirlab_txt", "2\t3\t4\n", [5.0 + 2.0, 2.0, 3.0]),
+])
+def test_landmarks_in_voxel_formats_become_mm(tmp_path, fmt, text, expected):
+    image = make_image(np.zeros((8, 8, 8), np.float32), (2.0, 1.0, 1.0), (5.0, 0.0, 0.0))
+    (tmp_path / "lm.txt").write_text(text)
+    assert np.allclose(read_landmarks_as_mm(tmp_path / "lm.txt", image, fmt), [expected])
+
+
+def test_own_manifest_resolves_relative_paths_and_names_missing(tmp_path):
+    _img(tmp_path / "own" / "a.nii.gz")
+    rows = [{"dataset": "mine", "subject": "a", "timepoint": "0", "modality": "ct", "image": "a.nii.gz",
+             "label": "", "landmarks": "", "mask": "", "split": "train"}]
+    write_manifest(rows, tmp_path / "own" / "manifest.csv")
+    got = dataset_rows("mine", {"kind": "manifest", "path": str(tmp_path / "own" / "manifest.csv")}, tmp_path, tmp_path)
+    assert got[0]["image"] == str(tmp_path / "own" / "a.nii.gz")
+    write_manifest([{**rows[0], "image": "gone.nii.gz"}], tmp_path / "own" / "manifest.csv")
+    with pytest.raises(DatasetSourceError, match="gone.nii.gz"):
+        dataset_rows("mine", {"kind": "manifest", "path": str(tmp_path / "own" / "manifest.csv")}, tmp_path, tmp_path)
+
+
+def test_controlled_access_without_root_says_what_to_set(tmp_path):
+    with pytest.raises(DatasetSourceError, match=r"set datasets.HCP.source.root.*ConnectomeDB"):
+        dataset_rows("HCP", {"kind": "local", "root": None, "access": "ConnectomeDB"}, tmp_path, tmp_path)
+
+
+def test_download_extracts_records_checksum_and_reuses(tmp_path):
+    staging = tmp_path / "staging" / "Task"
+    _l2r(staging)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for p in staging.rglob("*"):
+            if p.is_file():
+                zf.write(p, p.relative_to(staging.parent).as_posix())
+    resources = tmp_path / "resources"
+    with FileServer({"/Task.zip": buffer.getvalue()}) as server:
+        source = {"kind": "download", "url": server.url("/Task.zip"), "layout": {"kind": "learn2reg"}}
+        rows = dataset_rows("T", source, resources, resources)
+        again = dataset_rows("T", source, resources, resources)
+        assert len(server.requests) == 1
+    assert len(rows) == 6 and rows == again
+    lock = json.loads((resources / "downloads.lock.json").read_text())
+    assert len(lock[source["url"]]["sha256"]) == 64
