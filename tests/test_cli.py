@@ -194,9 +194,9 @@ def test_upstream_spellings_and_console_script(pair, translation_model, tmp_path
          "--fixed_modality", "mri", "--moving_modality", "mri", "--network_weights", str(translation_model),
          "--io_iterations", "None", "--io_sim", "lncc2", "--transform_out", str(out / "T.hdf5"),
          "--warped_moving_out", str(out / "W.mha")],
-        capture_output=True, text=True,
+        capture_output=True, encoding="utf-8", errors="replace",
     )
     assert result.returncode == 0, result.stderr
     assert (out / "T.hdf5").is_file() and (out / "W.mha").is_file()
-    bad = subprocess.run([str(script), "register", "--fixed", "x"], capture_output=True, text=True)
+    bad = subprocess.run([str(script), "register", "--fixed", "x"], capture_output=True, encoding="utf-8", errors="replace")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
