@@ -235,13 +235,34 @@ def objective(
     similarity term, ``mask_A`` the second.  The warped images are zero outside the image (``padding="zeros"``) as
     in upstream's objective; ``"border"`` is available.
     """
+    chain_AB, chain_BA = _register_both(net, image_A, image_B)
+    return objective_from_maps(
+        chain_AB, chain_BA, image_A, image_B, similarity, lmbda, loss_A, loss_B, mask_A, mask_B, noise, generator, padding
+    )
+
+
+def objective_from_maps(
+    chain_AB: DisplacementChain,
+    chain_BA: DisplacementChain,
+    image_A: torch.Tensor,
+    image_B: torch.Tensor,
+    similarity: Similarity | str = squared_lncc,
+    lmbda: float = GRADICON_LAMBDA,
+    loss_A: torch.Tensor | None = None,
+    loss_B: torch.Tensor | None = None,
+    mask_A: torch.Tensor | None = None,
+    mask_B: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    padding: str = "zeros",
+) -> ObjectiveTerms:
+    """:func:`objective` for maps already predicted (``Φ[A,B]``, ``Φ[B,A]``), e.g. by a distributed wrapper."""
     sim = get_similarity(similarity) if isinstance(similarity, str) else similarity
     if (loss_A is None) != (loss_B is None):
         raise ValueError("give both loss images (Eq. 4) or neither (Eq. 3)")
     target_A = image_A if loss_A is None else loss_A
     target_B = image_B if loss_B is None else loss_B
     shape = tuple(image_A.shape[2:])
-    chain_AB, chain_BA = _register_both(net, image_A, image_B)
     phi_AB = chain_AB.on_grid(shape)
     phi_BA = chain_BA.on_grid(shape)
     zeros = padding == "zeros"

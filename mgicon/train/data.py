@@ -1,0 +1,103 @@
+"""Training batches: pairs drawn by the weighted, loss-randomizing sampler, volumes from the data stage.
+
+Inputs are the ``preprocessed.csv`` of each dataset (network-shape volumes in [0, 1]) and the stage's pair lists.
+Inverted CT (``1-ct``) is ``1 − ct``.  In finetuning, datasets with ``roi_mask`` (lung-masked COPDGene) have their
+images multiplied by their mask.  Every draw of step ``k`` comes from a generator seeded by ``(seed, k)``, so a
+resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mgicon.data.build import read_preprocessed
+from mgicon.data.manifest import read_csv
+from mgicon.data.registry import INVERTED_CT, DatasetSpec
+from mgicon.data.sampler import PairSampler, Sample
+from mgicon.io.itk import read_image, to_array
+
+Scan = tuple[str, str]
+
+
+@dataclass
+class Batch:
+    """Network inputs and loss images ``(B, 1, D, H, W)`` for both sides, and what was drawn."""
+
+    input_A: torch.Tensor
+    input_B: torch.Tensor
+    loss_A: torch.Tensor
+    loss_B: torch.Tensor
+    samples: list[Sample]
+
+
+class TrainingData:
+    """Volumes of one training stage, drawn as batches."""
+
+    def __init__(
+        self,
+        stage: str,
+        registry: Mapping[str, DatasetSpec],
+        weights: Mapping[str, float],
+        preprocessed: Mapping[str, str],
+        pair_lists: Mapping[str, str],
+        randomization: str = "B",
+        modalities: str = "all",
+        seed: int = 0,
+    ):
+        self.stage, self.seed = stage, seed
+        self.rows: dict[tuple[str, Scan, str], dict[str, str]] = {}
+        self.masked = {n for n in weights if stage == "finetune" and registry[n].roi_mask}
+        scan_modalities: dict[str, dict[Scan, tuple[str, ...]]] = {}
+        pairs: dict[str, list[tuple[Scan, Scan]]] = {}
+        for name in weights:
+            spec = registry[name]
+            allowed = spec.modalities_in(stage) if modalities == "all" else spec.modalities[:1]
+            per_scan: dict[Scan, list[str]] = {}
+            for row in read_preprocessed(preprocessed[name]):
+                scan = (row["subject"], row["timepoint"])
+                self.rows[(name, scan, row["modality"])] = row
+                per_scan.setdefault(scan, []).append(row["modality"])
+            scan_modalities[name] = {
+                scan: tuple(m for m in allowed if m in mods or (m == INVERTED_CT and "ct" in mods))
+                for scan, mods in per_scan.items()
+            }
+            pairs[name] = [
+                ((p["moving_subject"], p["moving_timepoint"]), (p["fixed_subject"], p["fixed_timepoint"]))
+                for p in read_csv(pair_lists[name])
+            ]
+        randomized = {n: registry[n].label_randomization for n in weights}
+        self.sampler = PairSampler(pairs, weights, scan_modalities, randomized, randomization, seed)
+        self._cache: dict[tuple[str, Scan, str], torch.Tensor] = {}
+
+    def volume(self, dataset: str, scan: Scan, modality: str) -> torch.Tensor:
+        """A network-shape volume ``(1, D, H, W)``; ``1-ct`` is derived from ``ct``; ROI masks applied."""
+        key = (dataset, scan, modality)
+        if key not in self._cache:
+            if modality == INVERTED_CT:
+                self._cache[key] = 1.0 - self.volume(dataset, scan, "ct")
+                return self._cache[key]
+            row = self.rows[key]
+            array = to_array(read_image(row["network_image"])).astype(np.float32)
+            if dataset in self.masked and row.get("network_mask"):
+                array = array * (to_array(read_image(row["network_mask"])) > 0)
+            self._cache[key] = torch.from_numpy(array)[None]
+        return self._cache[key]
+
+    def batch(self, step: int, size: int) -> Batch:
+        """The ``size`` draws of training step ``step`` (a pure function of seed and step)."""
+        self.sampler.rng = np.random.default_rng([self.seed, step])
+        samples = self.sampler.draws(size)
+
+        def stack(which: str, side: int) -> torch.Tensor:
+            return torch.stack([
+                self.volume(s.dataset, s.moving if side == 0 else s.fixed, getattr(s, which)[side]) for s in samples
+            ])
+
+        return Batch(
+            stack("input_modalities", 0), stack("input_modalities", 1),
+            stack("loss_modalities", 0), stack("loss_modalities", 1), samples,
+        )

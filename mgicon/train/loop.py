@@ -1,0 +1,256 @@
+"""The GradICON training loop: Eq. (3)/(4), Adam, two-stage schedule and finetuning, resumable, optionally DDP.
+
+Upstream's hyperparameters are the defaults (Adam lr 5e-5, λ = 1.5, 4 pairs per device, BatchNorm in training mode).
+A global batch is split into micro-batches of ``device_batch`` pairs; a single process runs them one after the other
+and averages their gradients, ``N`` DDP processes run one share each — the same computation, BatchNorm statistics
+per micro-batch included (upstream's ``DataParallel`` also normalises per device chunk).
+
+Randomness is a pure function of ``(seed, step)``: pair draws, augmentation and the GradICON points.  A checkpoint
+(``latest.pt``, written atomically every ``checkpoint_every`` steps) holds weights, optimizer state, step and the RNG
+states, and carries the network config; a restarted job resumes from it and ends with the same weights as an
+uninterrupted one (CPU, deterministic algorithms).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from mgicon.losses import GRADICON_LAMBDA, gradicon_noise, objective_from_maps
+from mgicon.maps import DisplacementChain
+from mgicon.metrics import negative_jacobian_percent
+from mgicon.network.checkpoint import atomic_torch_save, load_checkpoint
+from mgicon.network.inference import autocast_context
+from mgicon.network.model import RegistrationNetwork
+from mgicon.network.presets import NetworkConfig
+from mgicon.network.unet import UNet
+from mgicon.train.augment import augment_pair
+from mgicon.train.data import TrainingData
+
+
+@dataclass
+class TrainConfig:
+    """One training job (one stage of one variant)."""
+
+    network: Mapping[str, Any]
+    similarity: str = "lncc2"
+    lmbda: float = GRADICON_LAMBDA
+    lr: float = 5e-5
+    batch_size: int = 4
+    device_batch: int | None = None
+    steps: int = 100
+    checkpoint_every: int = 50
+    log_every: int = 10
+    augment: bool = True
+    affine_std: float = 0.05
+    seed: int = 0
+    bf16: bool = False
+    channels_last: bool = False
+    device: str = "cpu"
+    init_from: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PairModel(nn.Module):
+    """``(Φ[A,B], Φ[B,A])`` as tuples of displacement fields, in one forward call (what DDP wraps)."""
+
+    def __init__(self, net: RegistrationNetwork):
+        super().__init__()
+        self.net = net
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor):
+        return tuple(self.net(a, b).fields), tuple(self.net(b, a).fields)
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(hash(tuple(parts)) % (2**63))
+
+
+def build_model(cfg: TrainConfig) -> RegistrationNetwork:
+    """The network of ``cfg``, initialised from ``init_from`` when given (stage 1 → ``netPhi`` of stage 2, or a
+    checkpoint of the same layout for finetuning)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the same initial weights in every process
+        net = RegistrationNetwork(NetworkConfig.from_dict(dict(cfg.network)))
+    if cfg.init_from:
+        source = load_checkpoint(cfg.init_from)
+        src_cfg: NetworkConfig = source["config"]
+        if src_cfg.include_last_step == net.config.include_last_step:
+            net.load_state_dict(source["state_dict"])
+        elif not src_cfg.include_last_step and net.config.include_last_step:
+            net.netPhi.load_state_dict(source["state_dict"])  # stage 1 (3 U-Nets) → stage 2's first three
+        else:
+            raise ValueError(f"{cfg.init_from}: cannot initialise a stage-1 network from a stage-2 checkpoint")
+    for unet in net.modules():
+        if isinstance(unet, UNet):
+            unet.channels_last = cfg.channels_last
+    return net
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData, cfg: TrainConfig, step: int
+) -> dict[str, Any]:
+    """One optimisation step on the global batch of ``step``; returns the objective's parts (this process's mean)
+    and, under ``samples``, what was drawn."""
+    rank, world = _rank_world()
+    device = torch.device(cfg.device)
+    micro = cfg.device_batch or max(1, cfg.batch_size // world)
+    chunks = math.ceil(cfg.batch_size / micro)
+    if chunks % world:
+        raise ValueError(f"batch {cfg.batch_size} in micro-batches of {micro} does not split over {world} processes")
+    batch = data.batch(step, cfg.batch_size)
+    side_A = torch.cat([batch.input_A, batch.loss_A], dim=1)
+    side_B = torch.cat([batch.input_B, batch.loss_B], dim=1)
+    if cfg.augment:
+        side_A, side_B = augment_pair(side_A, side_B, _seeded(cfg.seed, step, 1), cfg.affine_std)
+    shape = tuple(side_A.shape[2:])
+    mine = list(range(rank, chunks, world))
+    optimizer.zero_grad(set_to_none=True)
+    totals = {"total": 0.0, "similarity": 0.0, "gradicon": 0.0, "folds_percent": 0.0}
+    for c in mine:
+        part = slice(c * micro, (c + 1) * micro)
+        a, b = side_A[part].to(device), side_B[part].to(device)
+        noise = gradicon_noise(shape, _seeded(cfg.seed, step, 2, c)).to(device)
+        with autocast_context(device, cfg.bf16):
+            fields_AB, fields_BA = model(a[:, :1], b[:, :1])
+        terms = objective_from_maps(
+            DisplacementChain(fields_AB), DisplacementChain(fields_BA), a[:, :1], b[:, :1], cfg.similarity,
+            cfg.lmbda, loss_A=a[:, 1:2], loss_B=b[:, 1:2], noise=noise,
+        )
+        (terms.total / len(mine)).backward()
+        totals["total"] += terms.total.item() / len(mine)
+        totals["similarity"] += terms.similarity.item() / len(mine)
+        totals["gradicon"] += terms.gradicon.item() / len(mine)
+        totals["folds_percent"] += negative_jacobian_percent(terms.phi_BA) / len(mine)
+    optimizer.step()
+    totals["samples"] = batch.samples
+    return totals
+
+
+SAMPLE_COLUMNS = ("step", "dataset", "moving", "fixed", "input_moving", "input_fixed", "loss_moving", "loss_fixed")
+
+
+def _record_samples(path: Path, step: int, samples) -> None:
+    """Append the draws of ``step`` to ``samples.csv`` (the record the B/F/R checks read)."""
+    import csv
+
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(SAMPLE_COLUMNS)
+        for s in samples:
+            writer.writerow([step, s.dataset, "/".join(s.moving), "/".join(s.fixed), *s.input_modalities, *s.loss_modalities])
+
+
+def _truncate_samples(path: Path, start: int) -> None:
+    """On resume, drop draws recorded after the checkpoint (they will be drawn again, identically)."""
+    import csv
+
+    if not path.is_file():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) < start]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+    os.replace(tmp, path)
+
+
+def _save(path: Path, net: RegistrationNetwork, optimizer, step: int, cfg: TrainConfig, **extra) -> None:
+    atomic_torch_save(
+        {
+            "format": "mgicon-checkpoint", "version": 1, "config": net.config.to_dict(), "state_dict": net.state_dict(),
+            "optimizer": optimizer.state_dict(), "step": step, "train_config": asdict(cfg),
+            "rng": {"torch": torch.get_rng_state()}, **extra,
+        },
+        path,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    data: TrainingData,
+    out_dir: str | os.PathLike,
+    tracker=None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Train for ``cfg.steps`` steps, resuming from ``out_dir/latest.pt``; writes ``out_dir/final.pt``.
+
+    ``stop_after`` ends the job after that many steps of this call (a simulated kill, for tests).  Under
+    ``torch.distributed`` only rank 0 logs and writes.
+    """
+    from mgicon.tracking import NullTracker
+
+    out_dir = Path(out_dir)
+    rank, world = _rank_world()
+    tracker = tracker if (tracker is not None and rank == 0) else NullTracker()
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg).to(cfg.device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    start = 0
+    latest = out_dir / "latest.pt"
+    if latest.is_file():
+        state = load_checkpoint(latest, map_location=cfg.device)
+        net.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+    if rank == 0:
+        _truncate_samples(out_dir / "samples.csv", start)
+    model: nn.Module = PairModel(net)
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {out_dir.name}", unit="step", dynamic_ncols=True)
+    t0, done = time.perf_counter(), 0
+    for step in range(start, cfg.steps):
+        if stop_after is not None and done >= stop_after:
+            return latest
+        metrics = train_step(model, optimizer, data, cfg, step)
+        samples = metrics.pop("samples")
+        if rank == 0:
+            _record_samples(out_dir / "samples.csv", step, samples)
+        done += 1
+        rate = done * cfg.batch_size / (time.perf_counter() - t0)
+        metrics["pairs_per_s"] = rate
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            metrics["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            if torch.cuda.is_available() and cfg.device.startswith("cuda"):
+                metrics["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            tracker.log_metrics(metrics, step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['total']:.4f}", pairs_s=f"{rate:.2f}")
+        if on_step is not None:
+            on_step(step, metrics)
+        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            _save(latest, net, optimizer, step + 1, cfg)
+    if bar is not None:
+        bar.close()
+    final = out_dir / "final.pt"
+    if rank == 0:
+        _save(final, net, optimizer, cfg.steps, cfg)
+        tracker.flush()
+    return final

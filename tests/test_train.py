@@ -1,0 +1,184 @@
+"""Training: learning on the synthetic suite, exact resume, DDP = one process, stage transfer, B/F/R records,
+MLflow runs."""
+
+import csv
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import mgicon
+from mgicon.data import build
+from mgicon.data.registry import load_registry, stage_weights
+from mgicon.maps import warp
+from mgicon.network import save_checkpoint
+from mgicon.tracking import Tracker, TrackingError
+from mgicon.train import TrainConfig, TrainingData, build_model, train, train_step
+from mgicon.train.loop import PairModel
+
+SHAPE = [24, 24, 24]
+NETWORK = {"preset": "tiny", "input_shape": SHAPE, "down_channels": [4, 8, 16], "up_channels": [4, 8, 16]}
+DATASETS = {
+    "syn-brain": {"region": "Brain", "modalities": ["t1w", "t2w", "flair"], "pairing": "inter",
+                  "stages": ["pretrain", "test"], "label_randomization": True, "source": {"kind": "synthetic"}},
+}
+
+
+@pytest.fixture(scope="module")
+def stage_data(tmp_path_factory):
+    """A micro synthetic data stage: preprocessed volumes and pair lists for pretraining and testing."""
+    root = tmp_path_factory.mktemp("data")
+    config = {
+        "seed": 0, "resources": str(root / "resources"), "network": NETWORK, "datasets": DATASETS,
+        "synthetic": {"size": [24, 28, 24], "subjects": 6, "n_test": 2},
+    }
+    paths = {}
+    for name in DATASETS:
+        data = root / "results" / "data" / name
+        build.build_manifest(name, config, data / "manifest.csv")
+        build.build_preprocessed(name, config, data / "manifest.csv", data / "preprocessed.csv")
+        for stage in ("pretrain", "test"):
+            build.build_pair_list(stage, name, config, data / "preprocessed.csv", root / "pairs" / stage / f"{name}.csv")
+        paths[name] = data / "preprocessed.csv"
+    return config, root, paths
+
+
+def _data(stage_data, mode="B", modalities="all", stage="pretrain"):
+    config, root, paths = stage_data
+    registry = load_registry(config["datasets"])
+    weights = stage_weights(registry, stage)
+    lists = {n: root / "pairs" / stage / f"{n}.csv" for n in weights}
+    return TrainingData(stage, registry, weights, paths, lists, mode, modalities)
+
+
+def _config(**kw):
+    base = dict(network={**NETWORK, "include_last_step": True}, similarity="lncc", batch_size=2, lr=1e-3,
+                steps=6, checkpoint_every=2, log_every=1, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _dice_on_test_pairs(net, data_stage):
+    """Mean Dice (labels warped by the predicted maps, nearest) and identity Dice on the held-out t1w pairs."""
+    _, root, paths = data_stage
+    rows = {(r["subject"], r["modality"]): r for r in build.read_preprocessed(paths["syn-brain"])}
+    pairs = {(p["moving_subject"], p["fixed_subject"]) for p in csv.DictReader(open(root / "pairs" / "test" / "syn-brain.csv"))}
+
+    def load(path):
+        return torch.from_numpy(mgicon.io.itk.to_array(mgicon.io.itk.read_image(path)).astype(np.float32))[None, None]
+
+    scores, identity = [], []
+    for m, f in sorted(pairs):
+        a, b = load(rows[(m, "t1w")]["network_image"]), load(rows[(f, "t1w")]["network_image"])
+        la, lb = load(rows[(m, "t1w")]["network_label"]), load(rows[(f, "t1w")]["network_label"])
+        phi = mgicon.predict_map(net, a, b)
+        warped = F.grid_sample(la, (phi.flip(1) * 2 - 1).permute(0, 2, 3, 4, 1), mode="nearest", align_corners=True)
+        scores.append(mgicon.metrics.mean_dice(lb[0, 0].numpy(), warped[0, 0].numpy()))
+        identity.append(mgicon.metrics.mean_dice(lb[0, 0].numpy(), la[0, 0].numpy()))
+    return float(np.mean(scores)), float(np.mean(identity))
+
+
+def test_training_lowers_the_loss_and_beats_identity_on_held_out_pairs(stage_data, tmp_path):
+    data = _data(stage_data, modalities="first")
+    losses = []
+    cfg = _config(steps=150, checkpoint_every=150, lr=2e-3, batch_size=4)
+    final = train(cfg, data, tmp_path, progress=False, on_step=lambda s, m: losses.append(m["similarity"]))
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.05
+    dice, identity = _dice_on_test_pairs(mgicon.load_network(final), stage_data)
+    assert dice > identity + 0.02, (dice, identity)
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(stage_data, tmp_path):
+    data = _data(stage_data, mode="R")
+    whole = torch.load(train(_config(), data, tmp_path / "whole", progress=False), weights_only=True)
+    train(_config(), data, tmp_path / "killed", progress=False, stop_after=3)  # checkpoint at 2, killed after 3
+    assert torch.load(tmp_path / "killed" / "latest.pt", weights_only=True)["step"] == 2
+    resumed = torch.load(train(_config(), data, tmp_path / "killed", progress=False), weights_only=True)
+    assert all(torch.equal(whole["state_dict"][k], resumed["state_dict"][k]) for k in whole["state_dict"])
+    with open(tmp_path / "killed" / "samples.csv") as fh, open(tmp_path / "whole" / "samples.csv") as gh:
+        assert fh.read() == gh.read()
+
+
+@pytest.mark.parametrize("mode", ["B", "F", "R"])
+def test_loop_records_the_intended_loss_randomization(stage_data, tmp_path, mode):
+    train(_config(steps=25, batch_size=4, checkpoint_every=25), _data(stage_data, mode=mode), tmp_path, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "samples.csv")))
+    assert len(rows) == 100
+    same_input = np.mean([r["loss_moving"] == r["input_moving"] for r in rows])
+    same_loss = np.mean([r["loss_moving"] == r["loss_fixed"] for r in rows])
+    if mode == "B":
+        assert same_input == 1.0
+    elif mode == "F":
+        assert same_loss == 1.0 and 0.15 < same_input < 0.55
+    else:
+        assert 0.15 < same_loss < 0.55 and 0.15 < same_input < 0.55
+
+
+def test_stage_one_weights_move_into_stage_two(stage_data, tmp_path):
+    stage1 = mgicon.testing.randomize_weights(mgicon.build_network("tiny", input_shape=SHAPE, include_last_step=False), 3)
+    save_checkpoint(stage1, tmp_path / "stage1.pt")
+    stage2 = build_model(_config(init_from=str(tmp_path / "stage1.pt")))
+    assert stage2.config.include_last_step
+    for key, value in stage1.state_dict().items():
+        assert torch.equal(stage2.netPhi.state_dict()[key], value)
+    a, b = mgicon.testing.smooth_volume(SHAPE, 1), mgicon.testing.smooth_volume(SHAPE, 2)
+    # the new last step starts at zero: stage 2 begins exactly where stage 1 ended
+    assert torch.allclose(mgicon.predict_map(stage2, a, b), mgicon.predict_map(stage1, a, b), atol=1e-6)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, stage_data, out):
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        cfg = _config(batch_size=4, device_batch=2)
+        net = build_model(cfg).train()
+        model = torch.nn.parallel.DistributedDataParallel(PairModel(net))
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+        train_step(model, optimizer, _data(stage_data, mode="R"), cfg, step=0)
+        if rank == 0:
+            torch.save({k: p.grad.clone() for k, p in net.named_parameters()}, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_give_the_gradients_of_one(stage_data, tmp_path):
+    out = tmp_path / "ddp_grads.pt"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), stage_data, str(out)), nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+    cfg = _config(batch_size=4, device_batch=2)
+    net = build_model(cfg).train()
+    train_step(PairModel(net), torch.optim.SGD(net.parameters(), lr=0.0), _data(stage_data, mode="R"), cfg, step=0)
+    for name, p in net.named_parameters():
+        assert torch.allclose(p.grad, ddp[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_mlflow_run_has_params_metrics_and_run_file(stage_data, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = _config(steps=3)
+    tracker = Tracker(uri, "train-unit", params={"similarity": cfg.similarity, "lr": cfg.lr}, artifact_root=tmp_path / "art")
+    final = train(cfg, _data(stage_data), tmp_path / "model", tracker=tracker, progress=False)
+    tracker.log_artifact(final.with_name("samples.csv"))
+    tracker.write_run_file(tmp_path / "model" / "mlflow_run.json", checkpoint=str(final))
+    tracker.end()
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "train-unit"
+    assert run.data.params["similarity"] == "lncc"
+    assert len(MlflowClient(uri).get_metric_history(tracker.run_id, "total")) == 3
+    assert "pairs_per_s" in run.data.metrics and "folds_percent" in run.data.metrics
+    assert '"run_id"' in (tmp_path / "model" / "mlflow_run.json").read_text()
+
+
+def test_unreachable_tracking_server_is_a_clear_error_at_start():
+    with pytest.raises(TrackingError, match="127.0.0.1:9.*unreachable"):
+        Tracker("http://127.0.0.1:9", "x")
