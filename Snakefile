@@ -14,9 +14,11 @@ if not config:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pairs.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     default_target: True
     input:
         data_targets(),
+        model_targets(),

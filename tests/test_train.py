@@ -182,3 +182,16 @@ def test_mlflow_run_has_params_metrics_and_run_file(stage_data, tmp_path):
 def test_unreachable_tracking_server_is_a_clear_error_at_start():
     with pytest.raises(TrackingError, match="127.0.0.1:9.*unreachable"):
         Tracker("http://127.0.0.1:9", "x")
+
+
+def test_augmentation_shares_permutation_and_flip_and_keeps_each_side_aligned():
+    from mgicon.train.augment import augment_pair
+
+    vol = mgicon.testing.smooth_volume(SHAPE, 5, batch=3)
+    side = torch.cat([vol, vol], dim=1)  # network input and loss image of one side
+    out_A, out_B = augment_pair(side, side, torch.Generator().manual_seed(0), affine_std=0.0)
+    assert torch.equal(out_A, out_B)  # no affine jitter: the pair shares its permutation and flips
+    assert not torch.allclose(out_A, side)  # ... which did change the images
+    assert torch.equal(out_A[:, 0], out_A[:, 1])  # input and loss image of a side stay aligned
+    jit_A, jit_B = augment_pair(side, side, torch.Generator().manual_seed(0), affine_std=0.05)
+    assert not torch.allclose(jit_A, jit_B) and torch.equal(jit_A[:, 0], jit_A[:, 1])

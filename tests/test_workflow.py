@@ -82,3 +82,13 @@ def test_paper_config_plans_the_data_stage(tmp_path):
     assert "manifest" in out and "pair_weights" in out
     for name in ("COPDGene", "UKBiobank", "Dirlab-COPDGene", "Pancreatic-CT-CBCT-SEG-test"):
         assert f"results/data/{name}/manifest.csv" in out
+
+
+def test_default_config_plans_every_variant(tmp_path):
+    run = _snakemake(tmp_path, "-n", config=REPO / "config.yaml")
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout + run.stderr
+    for variant in ("unigradicon", "unigradicon-lncc2", "multigradicon-b", "multigradicon-f", "multigradicon-r"):
+        assert f"results/models/{variant}/stage1/final.pt" in out and f"results/models/{variant}/stage2/final.pt" in out
+    assert "results/models/multigradicon/finetune/final.pt" in out
+    assert "results/models/multigradicon-f/checkpoint.pt" in out

@@ -92,3 +92,13 @@ def get_preset(name: str, **overrides: Any) -> NetworkConfig:
         raise ValueError(f"unknown network preset {name!r}; choose from {sorted(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+
+def network_config(spec: Mapping[str, Any]) -> NetworkConfig:
+    """A config from a mapping such as a pipeline's ``network:`` section: ``preset`` plus overrides."""
+    spec = dict(spec)
+    preset = spec.pop("preset", "paper")
+    if "input_shape" in spec:
+        spec["input_shape"] = tuple(spec["input_shape"])
+    config = get_preset(preset, **spec)
+    return config if config.preset == preset else config.replace(preset=preset)

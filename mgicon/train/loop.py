@@ -30,7 +30,7 @@ from mgicon.metrics import negative_jacobian_percent
 from mgicon.network.checkpoint import atomic_torch_save, load_checkpoint
 from mgicon.network.inference import autocast_context
 from mgicon.network.model import RegistrationNetwork
-from mgicon.network.presets import NetworkConfig
+from mgicon.network.presets import NetworkConfig, network_config
 from mgicon.network.unet import UNet
 from mgicon.train.augment import augment_pair
 from mgicon.train.data import TrainingData
@@ -48,7 +48,7 @@ class TrainConfig:
     device_batch: int | None = None
     steps: int = 100
     checkpoint_every: int = 50
-    log_every: int = 10
+    log_every: int = 1
     augment: bool = True
     affine_std: float = 0.05
     seed: int = 0
@@ -79,7 +79,7 @@ def build_model(cfg: TrainConfig) -> RegistrationNetwork:
     checkpoint of the same layout for finetuning)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the same initial weights in every process
-        net = RegistrationNetwork(NetworkConfig.from_dict(dict(cfg.network)))
+        net = RegistrationNetwork(network_config(cfg.network))
     if cfg.init_from:
         source = load_checkpoint(cfg.init_from)
         src_cfg: NetworkConfig = source["config"]

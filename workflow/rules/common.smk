@@ -15,7 +15,8 @@ STAGES = ["pretrain", "finetune", "test"]
 
 wildcard_constraints:
     dataset="|".join(re.escape(name) for name in REGISTRY),
-    stage="|".join(STAGES),
+    stage="|".join(STAGES + ["stage1", "stage2"]),
+    variant="|".join(re.escape(v) for v in config.get("variants", {})) or "NONE",
 
 
 def datasets_in(stage):
@@ -40,3 +41,34 @@ def data_targets():
         ]
         targets.append(f"{RESULTS}/pairs/{stage}/weights.csv")
     return targets
+
+
+VARIANTS = config.get("variants", {})
+
+
+def last_stage(variant):
+    """A finetuned variant ends with ``finetune``, the others with ``stage2``."""
+    return "finetune" if VARIANTS[variant].get("finetune_from") else "stage2"
+
+
+def train_inputs(wildcards):
+    """Data of the stage's training set, and the checkpoint the stage starts from."""
+    stage_data = "finetune" if wildcards.stage == "finetune" else "pretrain"
+    names = datasets_in(stage_data)
+    chosen = VARIANTS[wildcards.variant].get("datasets")
+    if chosen:
+        names = [n for n in names if n in chosen]
+    inputs = {
+        "preprocessed": [preprocessed_csv(n) for n in names],
+        "pairs": [f"{RESULTS}/pairs/{stage_data}/{n}.csv" for n in names],
+    }
+    if wildcards.stage == "stage2":
+        inputs["init"] = f"{RESULTS}/models/{wildcards.variant}/stage1/final.pt"
+    elif wildcards.stage == "finetune":
+        base = VARIANTS[wildcards.variant]["finetune_from"]
+        inputs["init"] = f"{RESULTS}/models/{base}/checkpoint.pt"
+    return inputs
+
+
+def model_targets():
+    return [f"{RESULTS}/models/{v}/checkpoint.pt" for v in VARIANTS]

@@ -1,0 +1,109 @@
+"""One training job of the pipeline: a stage (``stage1``, ``stage2``, ``finetune``) of a variant.
+
+Variants are configuration (``variants:`` in the pipeline config): the similarity, which datasets and modalities,
+the loss-randomization mode, and for a finetuned variant the variant it starts from.  Stage 1 trains the network
+without its last full-resolution step on the pretraining pairs; stage 2 adds the last step, initialised from stage 1;
+``finetune`` continues a finished variant on the finetuning pairs (no CT inversion, anatomy-balanced weights).
+
+Outputs in ``results/models/{variant}/{stage}/``: ``latest.pt`` (periodic, for resuming), ``final.pt``,
+``samples.csv`` (every draw) and ``mlflow_run.json`` (the MLflow run of the job).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from mgicon.data.registry import load_registry, stage_weights
+from mgicon.train.data import TrainingData
+from mgicon.train.loop import TrainConfig, _rank_world, train
+
+STAGE_DATA = {"stage1": "pretrain", "stage2": "pretrain", "finetune": "finetune"}
+
+
+def variant_weights(config: Mapping[str, Any], variant: str, stage: str) -> dict[str, float]:
+    """Sampling weights of the datasets a variant trains on in ``stage`` (its ``datasets`` subset, if any)."""
+    registry = load_registry(config["datasets"])
+    spec = config["variants"][variant]
+    chosen = spec.get("datasets")
+    subset = {n: s for n, s in registry.items() if not chosen or n in chosen}
+    return stage_weights(subset, STAGE_DATA[stage])
+
+
+def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from: str | None) -> TrainConfig:
+    training = dict(config.get("training", {}))
+    spec = config["variants"][variant]
+    network = {**config["network"], "include_last_step": stage != "stage1"}
+    steps = training.get("steps", {}).get(stage, 100)
+    return TrainConfig(
+        network=network,
+        similarity=spec.get("similarity", "lncc2"),
+        lr=float(training.get("lr", 5e-5)),
+        batch_size=int(training.get("batch_size", 4)),
+        device_batch=training.get("device_batch"),
+        steps=int(steps),
+        checkpoint_every=int(training.get("checkpoint_every", 50)),
+        log_every=int(training.get("log_every", 1)),
+        augment=bool(training.get("augment", True)),
+        seed=int(config.get("seed", 0)),
+        bf16=bool(training.get("bf16", False)),
+        channels_last=bool(training.get("channels_last", False)),
+        device=str(training.get("device", "cpu")),
+        init_from=init_from,
+    )
+
+
+def run_stage(
+    config: Mapping[str, Any],
+    variant: str,
+    stage: str,
+    out_dir: str | os.PathLike,
+    preprocessed: Mapping[str, str],
+    pair_lists: Mapping[str, str],
+    init_from: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train one stage of one variant (resuming if ``out_dir/latest.pt`` exists) and record it in MLflow."""
+    from mgicon.tracking import Tracker, default_uri
+
+    out_dir = Path(out_dir)
+    spec = config["variants"][variant]
+    cfg = stage_config(config, variant, stage, init_from)
+    weights = variant_weights(config, variant, stage)
+    registry = load_registry(config["datasets"])
+    data = TrainingData(
+        STAGE_DATA[stage], registry, weights, preprocessed, pair_lists,
+        randomization=spec.get("randomization", "B"), modalities=spec.get("modalities", "all"), seed=cfg.seed,
+    )
+    rank, _ = _rank_world()
+    tracker = None
+    if rank == 0:
+        results = Path(config.get("results", "results"))
+        tracking = config.get("tracking", {})
+        uri = tracking.get("uri") or default_uri(results)
+        run_file = out_dir / "mlflow_run.json"
+        previous = None
+        if run_file.is_file() and (out_dir / "latest.pt").is_file():
+            import json
+
+            previous = json.loads(run_file.read_text()).get("run_id")
+        tracker = Tracker(
+            uri, f"train-{variant}-{stage}",
+            params={"variant": variant, "stage": stage, "train": vars(cfg), "variant_spec": dict(spec),
+                    "weights": weights},
+            tags={"job": "train", "variant": variant, "stage": stage},
+            experiment=tracking.get("experiment", "mgicon"), artifact_root=results / "mlartifacts", run_id=previous,
+        )
+        tracker.write_run_file(run_file, variant=variant, stage=stage)
+    try:
+        final = train(cfg, data, out_dir, tracker=tracker, progress=progress)
+    except BaseException:
+        if tracker is not None:
+            tracker.end("FAILED")
+        raise
+    if tracker is not None:
+        tracker.set_tags({"checkpoint": str(final)})
+        tracker.end()
+        tracker.write_run_file(out_dir / "mlflow_run.json", variant=variant, stage=stage, checkpoint=str(final))
+    return final
