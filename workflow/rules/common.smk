@@ -28,6 +28,32 @@ def used_stages():
     return [stage for stage in STAGES if datasets_in(stage)]
 
 
+def data_params(name):
+    """The part of the config a dataset's data jobs depend on (so that, e.g., training settings don't rerun them)."""
+    keys = ("seed", "resources", "network", "synthetic")
+    return {
+        **{k: config.get(k) for k in keys},
+        "datasets": {name: config["datasets"][name]},
+    }
+
+
+def stage_params(stage):
+    """The part of the config a stage's pair lists depend on (weights use every dataset of the stage)."""
+    return {
+        "seed": config["seed"],
+        "datasets": {n: config["datasets"][n] for n in datasets_in(stage)},
+    }
+
+
+def train_params(variant):
+    """The part of the config a variant's training jobs depend on."""
+    keys = ("seed", "results", "network", "training", "tracking", "datasets")
+    return {
+        **{k: config.get(k) for k in keys},
+        "variants": {variant: VARIANTS[variant]},
+    }
+
+
 def preprocessed_csv(name):
     return f"{RESULTS}/data/{name}/preprocessed.csv"
 

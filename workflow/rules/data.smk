@@ -9,7 +9,7 @@ rule manifest:
     conda:
         "../../envs/mgicon.yaml"
     params:
-        config=config,
+        config=lambda w: data_params(w.dataset),
     script:
         "../scripts/manifest.py"
 
@@ -24,6 +24,6 @@ rule preprocess:
     conda:
         "../../envs/mgicon.yaml"
     params:
-        config=config,
+        config=lambda w: data_params(w.dataset),
     script:
         "../scripts/preprocess.py"

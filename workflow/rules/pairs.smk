@@ -11,7 +11,7 @@ rule pair_list:
     conda:
         "../../envs/mgicon.yaml"
     params:
-        config=config,
+        config=lambda w: stage_params(w.stage),
     script:
         "../scripts/pair_list.py"
 
@@ -28,7 +28,7 @@ rule pair_weights:
     conda:
         "../../envs/mgicon.yaml"
     params:
-        config=config,
+        config=lambda w: stage_params(w.stage),
         datasets=lambda w: datasets_in(w.stage),
     script:
         "../scripts/pair_weights.py"

@@ -18,7 +18,7 @@ rule train_stage:
             else 0
         ),
     params:
-        config=config,
+        config=lambda w: train_params(w.variant),
         stage_data=lambda w: "finetune" if w.stage == "finetune" else "pretrain",
     script:
         "../scripts/train.py"
