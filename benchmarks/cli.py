@@ -12,8 +12,6 @@ Prints the median seconds and the ratio, and writes ``results/benchmarks/cli.jso
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,8 +23,10 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mgicon  # noqa: E402
+from _common import write_json  # noqa: E402
 from mgicon.testing import make_image, randomize_weights, rotation, smooth_volume  # noqa: E402
 
 
@@ -67,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in commands:
         print(f"{name:>9}: median {medians[name]:.1f} s  ({', '.join(f'{t:.1f}' for t in times[name])})")
     print(f"upstream / mgicon: {ratio:.2f}x  (images {args.size}³, network 175³, {torch.get_num_threads()} threads)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpfile = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"size": args.size, "times": times, "medians": medians, "ratio": ratio}, fh, indent=2)
-    os.replace(tmpfile, out)
+    write_json({"size": args.size, "times": times, "medians": medians, "ratio": ratio}, args.out)
     return 0
 
 

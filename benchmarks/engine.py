@@ -14,43 +14,23 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mgicon  # noqa: E402
+from _common import timed, write_json  # noqa: E402
 from mgicon import losses  # noqa: E402
 from mgicon.network.inference import channels_last_mode  # noqa: E402
 from mgicon.optimize import io_step  # noqa: E402
 from mgicon.testing import randomize_weights, smooth_volume  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int, device: torch.device) -> list[float]:
-    """Run ``fn`` once untimed (warm-up), then ``repeats`` timed runs."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def bench_size(n: int, repeats: int, device: torch.device, io: bool, variants: list[str]) -> list[dict]:
@@ -147,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(info, fh, indent=2)
-    os.replace(tmp, out)
+    write_json(info, args.out)
     return 0
 
 

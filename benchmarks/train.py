@@ -14,18 +14,16 @@ Writes ``results/benchmarks/train.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import timed, write_json  # noqa: E402
 from mgicon.data.sampler import Sample  # noqa: E402
 from mgicon.testing import smooth_volume  # noqa: E402
 from mgicon.train.data import Batch  # noqa: E402
@@ -43,23 +41,6 @@ class FixedData:
 
     def batch(self, step: int, size: int) -> Batch:
         return self._batch
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int, device: torch.device) -> list[float]:
-    fn()
-    _sync(device)
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,12 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup_vs_upstream"] = base / row["median_s"]
         print(f"{row['impl']:>18}: {row['median_s']:.2f} s/step  {row['pairs_per_s']:.3f} pairs/s  "
               f"{row['speedup_vs_upstream']:.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"size": n, "batch": args.batch, "device": args.device, "rows": rows}, fh, indent=2)
-    os.replace(tmp, out)
+    write_json({"size": n, "batch": args.batch, "device": args.device, "rows": rows}, args.out)
     return 0
 
 

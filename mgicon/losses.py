@@ -213,32 +213,15 @@ def _register_both(net: nn.Module, image_A: torch.Tensor, image_B: torch.Tensor)
     )
 
 
-def objective(
-    net: nn.Module,
-    image_A: torch.Tensor,
-    image_B: torch.Tensor,
-    similarity: Similarity | str = squared_lncc,
-    lmbda: float = GRADICON_LAMBDA,
-    loss_A: torch.Tensor | None = None,
-    loss_B: torch.Tensor | None = None,
-    mask_A: torch.Tensor | None = None,
-    mask_B: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    padding: str = "zeros",
-) -> ObjectiveTerms:
-    """The symmetric GradICON objective.
+def objective(net: nn.Module, image_A: torch.Tensor, image_B: torch.Tensor, *args, **kwargs) -> ObjectiveTerms:
+    """The symmetric GradICON objective of ``net`` on a pair (options: see :func:`objective_from_maps`).
 
     With ``loss_A``/``loss_B`` unset it is Eq. (3): ``sim(A∘Φ_AB, B) + sim(B∘Φ_BA, A) + λ·GradICON``.  With them set
     it is the loss-randomized Eq. (4): the network sees ``(image_A, image_B)`` while the similarity compares the
-    loss images ``loss_A∘Φ_AB`` with ``loss_B`` and ``loss_B∘Φ_BA`` with ``loss_A``.  ``mask_B`` restricts the first
-    similarity term, ``mask_A`` the second.  The warped images are zero outside the image (``padding="zeros"``) as
-    in upstream's objective; ``"border"`` is available.
+    loss images ``loss_A∘Φ_AB`` with ``loss_B`` and ``loss_B∘Φ_BA`` with ``loss_A``.
     """
     chain_AB, chain_BA = _register_both(net, image_A, image_B)
-    return objective_from_maps(
-        chain_AB, chain_BA, image_A, image_B, similarity, lmbda, loss_A, loss_B, mask_A, mask_B, noise, generator, padding
-    )
+    return objective_from_maps(chain_AB, chain_BA, image_A, image_B, *args, **kwargs)
 
 
 def objective_from_maps(
@@ -256,7 +239,12 @@ def objective_from_maps(
     generator: torch.Generator | None = None,
     padding: str = "zeros",
 ) -> ObjectiveTerms:
-    """:func:`objective` for maps already predicted (``Φ[A,B]``, ``Φ[B,A]``), e.g. by a distributed wrapper."""
+    """:func:`objective` for maps already predicted (``Φ[A,B]``, ``Φ[B,A]``), e.g. by a distributed wrapper.
+
+    ``mask_B`` restricts the first similarity term, ``mask_A`` the second; ``noise``/``generator`` fix the GradICON
+    points.  The warped images are zero outside the image (``padding="zeros"``) as in upstream's objective;
+    ``"border"`` is available.
+    """
     sim = get_similarity(similarity) if isinstance(similarity, str) else similarity
     if (loss_A is None) != (loss_B is None):
         raise ValueError("give both loss images (Eq. 4) or neither (Eq. 3)")

@@ -2,7 +2,6 @@
 MLflow runs."""
 
 import csv
-import os
 import socket
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch.nn.functional as F
 import mgicon
 from mgicon.data import build
 from mgicon.data.registry import load_registry, stage_weights
-from mgicon.maps import warp
 from mgicon.network import save_checkpoint
 from mgicon.tracking import Tracker, TrackingError
 from mgicon.train import TrainConfig, TrainingData, build_model, train, train_step

@@ -9,7 +9,7 @@ resumed run draws exactly what an uninterrupted one would.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch

@@ -10,8 +10,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821 (snakemake is injected)
 from _log import logged  # noqa: E402
 
-from mgicon.data.registry import load_registry  # noqa: E402
-
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821
     config, stage = sm.params.config, sm.wildcards.stage
