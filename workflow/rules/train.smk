@@ -10,7 +10,7 @@ rule train_stage:
         f"{RESULTS}/logs/train/{{variant}}/{{stage}}.log",
     conda:
         "../../envs/mgicon.yaml"
-    threads: workflow.cores
+    threads: config["training"]["threads"]
     resources:
         gpus=(
             config["training"]["devices"]
