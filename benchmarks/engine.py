@@ -57,7 +57,7 @@ def bench_size(n: int, repeats: int, device: torch.device, io: bool, variants: l
         kw = {"bf16": "bf16" in variant, "channels_last": "cl" in variant}
         t = timed(lambda: mgicon.predict_map(ours, a, b, **kw), repeats, device)
         rows.append({"size": n, "task": "register", "impl": f"mgicon[{variant}]", "times": t})
-    up.clean() if hasattr(up, "clean") else None
+    up.clean()
     gc.collect()
 
     if io:
@@ -68,7 +68,7 @@ def bench_size(n: int, repeats: int, device: torch.device, io: bool, variants: l
             loss = up(a, b)
             loss.all_loss.backward()
             opt_up.step()
-            up.clean() if hasattr(up, "clean") else None
+            up.clean()
 
         rows.append({"size": n, "task": "io_step", "impl": "upstream", "times": timed(upstream_step, repeats, device)})
         del opt_up

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mgicon.data.archive import extract
-from mgicon.data.manifest import COLUMNS, ManifestError, check_files, read_manifest, resolve
+from mgicon.data.manifest import (
+    COLUMNS,
+    FILE_COLUMNS,
+    GROUND_TRUTH_COLUMNS,
+    ManifestError,
+    check_files,
+    read_manifest,
+    resolve,
+)
 from mgicon.download import download, sha256sum
 
 LOCK_NAME = "downloads.lock.json"
@@ -198,7 +206,8 @@ def dataset_rows(name: str, source: Mapping[str, Any], resources: Path, work: Pa
         from mgicon.data import synthetic as syn
 
         rows = syn.generate_dataset(source.get("name", name), work, synthetic or {}, seed)
-        return [{**r, **{k: str(work / r[k]) if r.get(k) else "" for k in r if k in ("image", "label", "landmarks", "mask", "gt_to_template", "gt_from_template")}, "dataset": name} for r in rows]
+        files = (*FILE_COLUMNS, *GROUND_TRUTH_COLUMNS)
+        return [{**r, **{k: str(work / r[k]) if r[k] else "" for k in files if k in r}, "dataset": name} for r in rows]
     if kind == "download":
         return _read_layout(name, fetch_archive(name, source, resources), source)
     if kind == "local":
@@ -219,7 +228,7 @@ def dataset_rows(name: str, source: Mapping[str, Any], resources: Path, work: Pa
             check_files(rows, path)
         except ManifestError as exc:
             raise DatasetSourceError(str(exc)) from None
-        return [{**r, "dataset": name, **{c: str(resolve(path, r[c])) if r[c] else "" for c in ("image", "label", "landmarks", "mask")}} for r in rows]
+        return [{**r, "dataset": name, **{c: str(resolve(path, r[c])) if r[c] else "" for c in FILE_COLUMNS}} for r in rows]
     if kind == "learn2reg":
         return read_learn2reg(name, Path(source["path"]).expanduser(), source.get("layout") or {}, source)
     raise DatasetSourceError(f"dataset {name}: unknown source kind {kind!r}")

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 from mgicon.data import adapters
 from mgicon.data.manifest import (
     COLUMNS,
+    FILE_COLUMNS,
+    GROUND_TRUTH_COLUMNS,
     check_files,
     read_csv,
     read_landmarks_as_mm,
@@ -26,7 +28,7 @@ from mgicon.data.pairs import PAIR_COLUMNS, TEST_COLUMNS, WEIGHT_COLUMNS, make_p
 from mgicon.data.preprocess import NETWORK_COLUMNS, preprocess_rows
 from mgicon.data.registry import load_registry, stage_weights
 
-PATH_COLUMNS = ("image", "label", "landmarks", "mask", "gt_to_template", "gt_from_template", *NETWORK_COLUMNS)
+PATH_COLUMNS = (*FILE_COLUMNS, *GROUND_TRUTH_COLUMNS, *NETWORK_COLUMNS)
 
 
 def _portable(path: str, base: Path) -> str:

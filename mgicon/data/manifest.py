@@ -18,6 +18,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 COLUMNS = ("dataset", "subject", "timepoint", "modality", "image", "label", "landmarks", "mask", "split")
+FILE_COLUMNS = ("image", "label", "landmarks", "mask")  # the columns that name files
+# files of the synthetic suite's ground truth, carried as extra columns
+GROUND_TRUTH_COLUMNS = ("gt_to_template", "gt_from_template")
 
 
 class ManifestError(ValueError):
@@ -76,7 +79,7 @@ def check_files(rows: Sequence[Mapping[str, str]], manifest_path: str | os.PathL
     missing = [
         str(resolve(manifest_path, row[c]))
         for row in rows
-        for c in ("image", "label", "landmarks", "mask")
+        for c in FILE_COLUMNS
         if row.get(c) and not resolve(manifest_path, row[c]).exists()
     ]
     if missing:
