@@ -16,17 +16,15 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 pipeline: setup
-	@if [ -f Snakefile ]; then \
-		$(VENV)/bin/snakemake --cores 2; \
-	else \
-		echo "mgicon: the pipeline (Snakefile) is not there yet; the environment in $(VENV) is set up."; \
-	fi
+	$(VENV)/bin/snakemake --cores 2 --rerun-incomplete
+	$(VENV)/bin/snakemake --report results/report.html
 
 test: setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/evaluate.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""mgicon: datasets → preprocessing → pair lists (→ training → evaluation → tables, as the stages land)."""
+"""mgicon: datasets → preprocessing → pair lists → training → evaluation (w/o IO, IO, SyN) → Tables 2–5, figures."""
 
 from snakemake.utils import min_version
 
@@ -15,6 +15,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pairs.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/tables.smk"
 
 
 rule all:
@@ -22,3 +25,7 @@ rule all:
     input:
         data_targets(),
         model_targets(),
+        eval_targets(),
+        table_targets(),
+        figure_targets(),
+        f"{RESULTS}/summary.md",

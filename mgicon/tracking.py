@@ -124,6 +124,44 @@ class Tracker:
         os.replace(tmp, path)
 
 
+def config_tracker(
+    config: Mapping[str, Any],
+    run_name: str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> Tracker:
+    """A :class:`Tracker` on the store and experiment a pipeline config names (``tracking.uri``, default
+    ``sqlite:///<results>/mlflow.db``; artifacts in ``<results>/mlartifacts``)."""
+    results = Path(config.get("results", "results"))
+    tracking = config.get("tracking") or {}
+    return Tracker(
+        tracking.get("uri") or default_uri(results), run_name, params=params, tags=tags,
+        experiment=tracking.get("experiment", DEFAULT_EXPERIMENT), artifact_root=results / "mlartifacts",
+        run_id=run_id,
+    )
+
+
+def ensure_experiment(config: Mapping[str, Any]) -> dict[str, str]:
+    """Create the config's MLflow experiment if it is missing (once, before any job logs to it, so parallel jobs
+    never race to create it); returns ``{"experiment_id", "name", "tracking_uri"}``."""
+    results = Path(config.get("results", "results"))
+    tracking = config.get("tracking") or {}
+    uri = tracking.get("uri") or default_uri(results)
+    name = tracking.get("experiment", DEFAULT_EXPERIMENT)
+    check_reachable(uri)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        location = (results / "mlartifacts").resolve().as_uri()
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = exp.experiment_id
+    return {"experiment_id": str(experiment_id), "name": name, "tracking_uri": uri}
+
+
 class NullTracker:
     """Stands in for :class:`Tracker` where nothing is logged (ranks other than 0, tests)."""
 

@@ -2,7 +2,8 @@
 
 A registry entry's ``source`` says where its images come from (``kind``):
 
-* ``synthetic`` — the embedded synthetic suite (:mod:`mgicon.data.synthetic`), generated offline;
+* ``synthetic`` — the embedded synthetic suite (:mod:`mgicon.data.synthetic`), generated offline (``name``: the
+  generator, default the dataset's own name; ``seed_offset``: other subjects from the same generator);
 * ``download`` — a public archive (``url``; ``sha256``/``size`` when published) downloaded into the resources
   folder, verified, extracted safely, then read by its ``layout`` (``learn2reg`` or ``template``);
 * ``local`` — a controlled-access set read from the user's copy at ``root`` by its ``layout``;
@@ -66,12 +67,18 @@ def _split_of(subject: str, source: Mapping[str, Any]) -> str:
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:
+    """A layout pattern as a regex; a field named again (``{subject}/{subject}_…``) must repeat its first match."""
     parts = re.split(r"(\{subject\}|\{timepoint\})", pattern)
-    regex = "".join(
-        "(?P<subject>[^/]+?)" if p == "{subject}" else "(?P<timepoint>[^/]+?)" if p == "{timepoint}" else re.escape(p)
-        for p in parts
-    )
-    return re.compile(regex + r"\Z")
+    seen: set[str] = set()
+    pieces = []
+    for p in parts:
+        if p in ("{subject}", "{timepoint}"):
+            field = p[1:-1]
+            pieces.append(f"(?P={field})" if field in seen else f"(?P<{field}>[^/]+?)")
+            seen.add(field)
+        else:
+            pieces.append(re.escape(p))
+    return re.compile("".join(pieces) + r"\Z")
 
 
 def read_template(name: str, root: Path, layout: Mapping[str, Any], source: Mapping[str, Any]) -> list[dict]:
@@ -205,7 +212,10 @@ def dataset_rows(name: str, source: Mapping[str, Any], resources: Path, work: Pa
     if kind == "synthetic":
         from mgicon.data import synthetic as syn
 
-        rows = syn.generate_dataset(source.get("name", name), work, synthetic or {}, seed)
+        generator = source.get("name", name)
+        if generator != name:  # another dataset drawn from the same generator: own folder, own subjects
+            work = work / name
+        rows = syn.generate_dataset(generator, work, synthetic or {}, seed + int(source.get("seed_offset", 0)))
         files = (*FILE_COLUMNS, *GROUND_TRUTH_COLUMNS)
         return [{**r, **{k: str(work / r[k]) if r[k] else "" for k in files if k in r}, "dataset": name} for r in rows]
     if kind == "download":

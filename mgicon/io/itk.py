@@ -270,6 +270,12 @@ def map_to_transform(phi: torch.Tensor, moving: sitk.Image, fixed: sitk.Image) -
     return composite
 
 
+def transform_points(transform: sitk.Transform, points: np.ndarray) -> np.ndarray:
+    """``transform`` applied to physical points ``(K, 3)`` (mm, ITK/LPS)."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return np.array([transform.TransformPoint(tuple(map(float, p))) for p in points], dtype=np.float64).reshape(-1, 3)
+
+
 def displacement_field(transform: sitk.Transform, reference: sitk.Image) -> sitk.Image:
     """The dense displacement ``T(p) − p`` in mm (ITK/LPS components) at every voxel centre of ``reference``."""
     f = sitk.TransformToDisplacementFieldFilter()

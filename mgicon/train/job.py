@@ -65,7 +65,7 @@ def run_stage(
     progress: bool = True,
 ) -> Path:
     """Train one stage of one variant (resuming if ``out_dir/latest.pt`` exists) and record it in MLflow."""
-    from mgicon.tracking import Tracker, default_uri
+    from mgicon.tracking import config_tracker
 
     out_dir = Path(out_dir)
     spec = config["variants"][variant]
@@ -79,21 +79,18 @@ def run_stage(
     rank, _ = _rank_world()
     tracker = None
     if rank == 0:
-        results = Path(config.get("results", "results"))
-        tracking = config.get("tracking", {})
-        uri = tracking.get("uri") or default_uri(results)
         run_file = out_dir / "mlflow_run.json"
         previous = None
         if run_file.is_file() and (out_dir / "latest.pt").is_file():
             import json
 
             previous = json.loads(run_file.read_text()).get("run_id")
-        tracker = Tracker(
-            uri, f"train-{variant}-{stage}",
+        tracker = config_tracker(
+            config, f"train-{variant}-{stage}",
             params={"variant": variant, "stage": stage, "train": vars(cfg), "variant_spec": dict(spec),
                     "weights": weights},
             tags={"job": "train", "variant": variant, "stage": stage},
-            experiment=tracking.get("experiment", "mgicon"), artifact_root=results / "mlartifacts", run_id=previous,
+            run_id=previous,
         )
         tracker.write_run_file(run_file, variant=variant, stage=stage)
     try:

@@ -214,6 +214,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
+        if rank == 0:
+            print(f"resuming {out_dir} from its checkpoint at step {start} of {cfg.steps}", flush=True)
     if rank == 0:
         _truncate_samples(out_dir / "samples.csv", start)
     model: nn.Module = PairModel(net)

@@ -1,5 +1,6 @@
 """Config validation and helpers shared by every stage."""
 
+import os
 import re
 
 from snakemake.utils import validate
@@ -11,6 +12,7 @@ validate(config, "../schemas/config.schema.yaml")
 RESULTS = config["results"]
 REGISTRY = load_registry(config["datasets"])
 STAGES = ["pretrain", "finetune", "test"]
+EXPERIMENT = f"{RESULTS}/mlflow/experiment.json"  # the MLflow experiment, created once by its own rule
 
 
 wildcard_constraints:
@@ -85,6 +87,7 @@ def train_inputs(wildcards):
     if chosen:
         names = [n for n in names if n in chosen]
     inputs = {
+        "experiment": EXPERIMENT,
         "preprocessed": [preprocessed_csv(n) for n in names],
         "pairs": [f"{RESULTS}/pairs/{stage_data}/{n}.csv" for n in names],
     }
@@ -98,3 +101,104 @@ def train_inputs(wildcards):
 
 def model_targets():
     return [f"{RESULTS}/models/{v}/checkpoint.pt" for v in VARIANTS]
+
+
+EVALUATION = config.get("evaluation", {})
+BASELINES = EVALUATION.get("baselines", [])
+RELEASED = EVALUATION.get("released", {})
+
+
+def test_datasets():
+    return datasets_in("test")
+
+
+def network_methods():
+    """Trained variants and released checkpoints: evaluated without and with IO."""
+    return list(VARIANTS) + list(RELEASED)
+
+
+def io_settings(method):
+    """The IO settings a method is evaluated in (baselines: w/o IO only)."""
+    settings = EVALUATION.get("io", ["noio"])
+    if method in network_methods():
+        return settings
+    return [s for s in settings if s == "noio"]
+
+
+def baseline_threads(method):
+    """SyN's threads (1 when deterministic: ANTs' results depend on the thread count), else 1."""
+    syn = EVALUATION.get("syn", {})
+    if method == "syn" and not syn.get("deterministic", True):
+        return syn.get("threads") or EVALUATION.get("threads", 1)
+    return 1
+
+
+def eval_csvs(method, io):
+    return [f"{RESULTS}/eval/{method}/{io}/{name}.csv" for name in test_datasets()]
+
+
+def eval_targets():
+    """Every evaluation CSV of the study: each method × its IO settings × each test dataset."""
+    if not test_datasets():
+        return []
+    return [
+        path
+        for method in BASELINES + network_methods()
+        for io in io_settings(method)
+        for path in eval_csvs(method, io)
+    ]
+
+
+def eval_params(method):
+    """The part of the config an evaluation job depends on."""
+    keys = ("seed", "results", "network", "tracking", "evaluation")
+    return {
+        **{k: config.get(k) for k in keys},
+        "datasets": {n: config["datasets"][n] for n in test_datasets()},
+        "variants": {method: VARIANTS[method]} if method in VARIANTS else {},
+    }
+
+
+def eval_inputs(wildcards):
+    names = test_datasets()
+    inputs = {
+        "experiment": EXPERIMENT,
+        "pairs": [f"{RESULTS}/pairs/test/{n}.csv" for n in names],
+        "preprocessed": [preprocessed_csv(n) for n in names],
+    }
+    if wildcards.method in VARIANTS:
+        inputs["checkpoint"] = f"{RESULTS}/models/{wildcards.method}/checkpoint.pt"
+    return inputs
+
+
+def table_numbers():
+    from mgicon.tables.layout import columns_from_config
+
+    return sorted({c.table for c in columns_from_config(config)})
+
+
+def table_targets():
+    if not eval_targets():
+        return []
+    files = [
+        f"{RESULTS}/tables/table{n}.{ext}"
+        for n in table_numbers()
+        for ext in ("csv", "md", "tex")
+    ]
+    return files + [
+        f"{RESULTS}/tables/summary.csv",
+        f"{RESULTS}/tables/published_vs_reproduced.md",
+    ]
+
+
+def figure_targets():
+    if not eval_targets() or not EVALUATION.get("figures", True):
+        return []
+    return [f"{RESULTS}/figures/{name}.png" for name in test_datasets()] + [
+        f"{RESULTS}/figures/table{n}.png" for n in table_numbers()
+    ]
+
+
+def figure_methods():
+    """The methods shown in the qualitative panels (w/o IO)."""
+    return [m for m in BASELINES if m != "identity"] + network_methods()

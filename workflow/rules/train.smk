@@ -8,11 +8,12 @@ rule train_stage:
         f"{RESULTS}/models/{{variant}}/{{stage}}/final.pt",
     log:
         f"{RESULTS}/logs/train/{{variant}}/{{stage}}.log",
+    priority: 1  # the critical path: start training before the baselines
     conda:
         "../../envs/mgicon.yaml"
     threads: config["training"]["threads"]
     resources:
-        gpus=(
+        gpu=(
             config["training"]["devices"]
             if config["training"]["device"] != "cpu"
             else 0

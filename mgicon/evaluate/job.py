@@ -1,0 +1,110 @@
+"""One evaluation job of the pipeline: a method, an IO setting and a test dataset, recorded as an MLflow run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mgicon.data.build import read_preprocessed
+from mgicon.data.manifest import read_csv
+from mgicon.data.registry import load_registry
+from mgicon.evaluate.methods import Method, MethodError, make_method
+from mgicon.evaluate.runner import evaluate_pairs, summary_metrics, select_pairs
+
+FIXED_METHODS = {"identity": "identity", "ground-truth": "ground-truth", "syn": "syn"}
+
+
+def method_kind(config: Mapping[str, Any], method: str) -> str:
+    """``identity``, ``ground-truth``, ``syn`` or ``network`` (a variant or a released checkpoint)."""
+    if method in FIXED_METHODS:
+        return FIXED_METHODS[method]
+    if method in config.get("variants", {}) or method in config.get("evaluation", {}).get("released", {}):
+        return "network"
+    raise MethodError(f"method {method}: neither identity, ground-truth, syn, a variant nor a released checkpoint")
+
+
+def released_checkpoint(config: Mapping[str, Any], method: str, allow_download: bool = True) -> Path:
+    """The local file of a released checkpoint named in ``evaluation.released`` (downloaded to the cache)."""
+    from mgicon.weights import resolve_model
+
+    return resolve_model(str(config["evaluation"]["released"][method]["model"]), allow_download)
+
+
+def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.PathLike | None = None) -> Method:
+    """The method ``method`` with the settings of ``config["evaluation"]``; ``checkpoint`` for network methods
+    (default: the variant's ``results/models/{variant}/checkpoint.pt`` or the released file)."""
+    evaluation = config.get("evaluation", {})
+    kind = method_kind(config, method)
+    seed = int(config.get("seed", 0))
+    if kind == "syn":
+        syn = evaluation.get("syn", {})
+        return make_method(method, "syn", seed=seed, deterministic=syn.get("deterministic", True),
+                           threads=syn.get("threads"))
+    if kind != "network":
+        return make_method(method, kind)
+    released = evaluation.get("released", {}).get(method)
+    input_shape = None
+    if checkpoint is None:
+        if released is not None:
+            checkpoint = released_checkpoint(config, method)
+        else:
+            checkpoint = Path(config.get("results", "results")) / "models" / method / "checkpoint.pt"
+    if released is not None:  # a bare released state dict carries no grid: evaluate on the config's
+        input_shape = tuple(released.get("input_shape") or config["network"]["input_shape"])
+    return make_method(
+        method, "network", checkpoint=checkpoint, device=evaluation.get("device", "cpu"),
+        io_iterations=evaluation.get("io_iterations", 50), io_lr=evaluation.get("io_lr", 2e-5), seed=seed,
+        bf16=bool(evaluation.get("bf16", False)), input_shape=input_shape,
+    )
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files of one test dataset in an evaluation job."""
+
+    pairs_csv: str
+    preprocessed_csv: str
+    out_csv: str
+    example_out: str | None = None
+
+
+def run_evaluation(
+    config: Mapping[str, Any],
+    method: str,
+    io: str,
+    datasets: Mapping[str, DatasetFiles],
+    checkpoint: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, list[dict]]:
+    """Evaluate ``method`` under ``io`` on every dataset's test pairs, write their CSVs, and log one MLflow run
+    with per-dataset metrics (``{dataset}/dice/t1w-t2w``, …) and the CSVs as artifacts."""
+    from mgicon.tracking import config_tracker
+
+    registry = load_registry(config["datasets"])
+    evaluation = config.get("evaluation", {})
+    built = build_method(config, method, checkpoint)
+    built.check_io(io)
+    params = {"method": method, "kind": built.kind, "io": io, "datasets": sorted(datasets),
+              "fingerprint": built.fingerprint, "max_pairs": evaluation.get("max_pairs")}
+    if built.kind == "network":
+        params.update(checkpoint=str(built.checkpoint), io_iterations=built.io_iterations, io_lr=built.io_lr)
+    tracker = config_tracker(config, f"eval-{method}-{io}", params=params,
+                             tags={"job": "evaluate", "method": method, "io": io})
+    results: dict[str, list[dict]] = {}
+    try:
+        for name, files in datasets.items():
+            spec = registry[name]
+            pairs = select_pairs(read_csv(files.pairs_csv), spec, evaluation.get("max_pairs"))
+            log(f"{method} / {io} / {name}: {len(pairs)} pairs")
+            rows = evaluate_pairs(built, io, spec, pairs, read_preprocessed(files.preprocessed_csv), files.out_csv,
+                                  files.example_out, log)
+            results[name] = rows
+            tracker.log_metrics({f"{name}/{k}": v for k, v in summary_metrics(rows).items()}, step=0)
+            tracker.log_artifact(files.out_csv, f"eval/{name}")
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+    return results

@@ -1,0 +1,207 @@
+"""Registration methods under evaluation, behind one interface.
+
+A method registers the *moving* scan of a test pair to the *fixed* scan and returns a transform mapping fixed
+physical points to moving physical points (:mod:`mgicon.io.itk`), so every method is scored by the same code
+(:mod:`mgicon.evaluate.scoring`).  Scans are rows of a ``preprocessed.csv`` (absolute paths): ``image``,
+``label``, ``landmarks``, ``mask`` at the original resolution and ``network_image``/``network_mask`` on the
+network grid.
+
+Methods: ``identity`` (the unregistered scores), ``ground-truth`` (the synthetic suite's exact deformation),
+``syn`` (ANTsPy SyN, mutual information) and ``network`` (a trained variant or a released ``.trch``, without IO or
+with IO: ``io-lncc2`` = 1 − LNCC², ``io-mind`` = MIND-SSC, Adam at the paper's lr 2e-5 for 50 steps, no loss
+randomization).  IO runs on a copy of the network, so the weights are the checkpoint's for every pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from mgicon.data.preprocess import normalization_for
+from mgicon.io import itk as itkio
+from mgicon.network.checkpoint import load_network
+from mgicon.network.inference import predict_map
+from mgicon.optimize import IO_LEARNING_RATE, IO_STEPS, instance_optimize
+from mgicon.register import prepare
+
+#: evaluation settings: name → similarity of the instance optimization (None: the network's prediction)
+IO_SETTINGS: dict[str, str | None] = {"noio": None, "io-lncc2": "lncc2", "io-mind": "mind"}
+KINDS = ("identity", "ground-truth", "syn", "network")
+
+
+class MethodError(ValueError):
+    """A method cannot be built or cannot run a setting; the message names the method and the problem."""
+
+
+@dataclass
+class Registered:
+    """One registration: the transform (fixed → moving points) and the seconds it took."""
+
+    transform: Any
+    seconds: float
+
+
+def _masked(image, mask_path: str | None, where: str):
+    if not mask_path:
+        raise MethodError(f"{where}: masked evaluation needs a mask, the scan has none")
+    mask = itkio.read_mask(mask_path, image, where)
+    return itkio.from_array(itkio.to_array(image).astype("float32") * mask, like=image)
+
+
+class Method:
+    """Base class: ``register(moving, fixed, masked, io)``; ``fingerprint`` identifies results it can reuse."""
+
+    kind = ""
+    io_settings: tuple[str, ...] = ("noio",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.kind
+
+    def check_io(self, io: str) -> None:
+        if io not in self.io_settings:
+            raise MethodError(f"method {self.name} ({self.kind}) has no setting {io!r}; it has {list(self.io_settings)}")
+
+    def register(self, moving: Mapping[str, str], fixed: Mapping[str, str], masked: bool, io: str) -> Registered:
+        raise NotImplementedError
+
+
+class IdentityMethod(Method):
+    """No registration: scores the pair as it is."""
+
+    kind = "identity"
+
+    def register(self, moving, fixed, masked, io):
+        self.check_io(io)
+        return Registered(itkio.identity_transform(), 0.0)
+
+
+class GroundTruthMethod(Method):
+    """The synthetic suite's exact deformation between two scans (:func:`mgicon.data.synthetic.ground_truth_transform`)."""
+
+    kind = "ground-truth"
+
+    def register(self, moving, fixed, masked, io):
+        from mgicon.data.synthetic import ground_truth_transform
+
+        self.check_io(io)
+        start = time.perf_counter()
+        transform = ground_truth_transform(moving, fixed, "/")
+        return Registered(transform, time.perf_counter() - start)
+
+
+class SynMethod(Method):
+    """ANTsPy SyN with mutual information and default parameters (:mod:`mgicon.evaluate.syn`)."""
+
+    kind = "syn"
+
+    def __init__(self, name: str, seed: int = 0, deterministic: bool = True, threads: int | None = None):
+        super().__init__(name)
+        self.seed, self.deterministic, self.threads = seed, deterministic, threads
+
+    @property
+    def fingerprint(self) -> str:
+        return f"syn:{self.seed}:{self.deterministic}"
+
+    def register(self, moving, fixed, masked, io):
+        from mgicon.evaluate.syn import syn_register
+
+        self.check_io(io)
+        moving_image = itkio.read_image(moving["image"])
+        fixed_image = itkio.read_image(fixed["image"])
+        if masked:
+            moving_image = _masked(moving_image, moving.get("mask"), moving["image"])
+            fixed_image = _masked(fixed_image, fixed.get("mask"), fixed["image"])
+        result = syn_register(moving_image, fixed_image, seed=self.seed, deterministic=self.deterministic,
+                              threads=self.threads)
+        return Registered(result.transform, result.seconds)
+
+
+class NetworkMethod(Method):
+    """A GradICON network from a checkpoint (ours, or a released ``.trch`` with ``input_shape``)."""
+
+    kind = "network"
+    io_settings = tuple(IO_SETTINGS)
+
+    def __init__(
+        self,
+        name: str,
+        checkpoint: str | os.PathLike,
+        device: str = "cpu",
+        io_iterations: int = IO_STEPS,
+        io_lr: float = IO_LEARNING_RATE,
+        seed: int = 0,
+        bf16: bool = False,
+        input_shape: tuple[int, int, int] | None = None,
+    ):
+        super().__init__(name)
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():
+            raise MethodError(f"{self.checkpoint}: no such checkpoint (method {name})")
+        self.net = load_network(self.checkpoint, map_location=device, input_shape=input_shape)
+        self.shape = tuple(self.net.config.input_shape)
+        self.device = device
+        self.io_iterations, self.io_lr, self.seed, self.bf16 = int(io_iterations), float(io_lr), int(seed), bf16
+
+    @property
+    def fingerprint(self) -> str:
+        stat = self.checkpoint.stat()
+        text = f"{self.checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{self.io_iterations}:{self.io_lr}:{self.seed}"
+        return "network:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def _tensor(self, row: Mapping[str, str], masked: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The normalised image on the network grid (the data stage's volume when its shape fits), and its mask."""
+        mask = None
+        network_image = row.get("network_image")
+        if network_image and itkio.read_image(network_image).GetSize()[::-1] == self.shape:
+            tensor = torch.from_numpy(itkio.to_array(itkio.read_image(network_image)).astype("float32"))[None, None]
+            if masked:
+                if not row.get("network_mask"):
+                    raise MethodError(f"{row['image']}: masked evaluation needs a mask, the scan has none")
+                mask = (torch.from_numpy(itkio.to_array(itkio.read_image(row["network_mask"])).astype("float32")) > 0)
+                mask = mask.float()[None, None]
+                tensor = tensor * mask
+            return tensor, mask
+        if masked and not row.get("mask"):
+            raise MethodError(f"{row['image']}: masked evaluation needs a mask, the scan has none")
+        prepared = prepare(row["image"], normalization_for(row["modality"]), self.shape,
+                           row.get("mask") if masked else None, input_masking=masked)
+        return prepared.tensor, prepared.mask
+
+    def register(self, moving, fixed, masked, io):
+        self.check_io(io)
+        a, mask_a = self._tensor(moving, masked)
+        b, mask_b = self._tensor(fixed, masked)
+        moving_image, fixed_image = itkio.read_image(moving["image"]), itkio.read_image(fixed["image"])
+        start = time.perf_counter()
+        a, b = a.to(self.device), b.to(self.device)
+        similarity = IO_SETTINGS[io]
+        if similarity is None or self.io_iterations == 0:
+            phi = predict_map(self.net, a, b, bf16=self.bf16)
+        else:
+            masks = {}
+            if masked:
+                masks = {"mask_moving": mask_a.to(self.device), "mask_fixed": mask_b.to(self.device)}
+            phi = instance_optimize(self.net, a, b, similarity, self.io_iterations, self.io_lr, seed=self.seed,
+                                    bf16=self.bf16, **masks).phi_AB
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        return Registered(itkio.map_to_transform(phi.detach().cpu(), moving_image, fixed_image), seconds)
+
+
+def make_method(name: str, kind: str, **options: Any) -> Method:
+    """Build a method: ``kind`` ∈ :data:`KINDS`; ``options`` are the keyword arguments of its class."""
+    classes = {"identity": IdentityMethod, "ground-truth": GroundTruthMethod, "syn": SynMethod, "network": NetworkMethod}
+    if kind not in classes:
+        raise MethodError(f"method {name}: unknown kind {kind!r}; choose from {list(classes)}")
+    return classes[kind](name, **options)
