@@ -60,6 +60,13 @@ def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.Pa
     )
 
 
+def pair_cap(evaluation: Mapping[str, Any], io: str) -> int | None:
+    """Test pairs per modality pair: ``max_pairs``, or ``io_max_pairs`` under IO when set (IO costs far more)."""
+    if io != "noio" and evaluation.get("io_max_pairs") is not None:
+        return int(evaluation["io_max_pairs"])
+    return evaluation.get("max_pairs")
+
+
 @dataclass(frozen=True)
 class DatasetFiles:
     """The files of one test dataset in an evaluation job."""
@@ -87,7 +94,7 @@ def run_evaluation(
     built = build_method(config, method, checkpoint)
     built.check_io(io)
     params = {"method": method, "kind": built.kind, "io": io, "datasets": sorted(datasets),
-              "fingerprint": built.fingerprint, "max_pairs": evaluation.get("max_pairs")}
+              "fingerprint": built.fingerprint, "max_pairs": pair_cap(evaluation, io)}
     if built.kind == "network":
         params.update(checkpoint=str(built.checkpoint), io_iterations=built.io_iterations, io_lr=built.io_lr)
     tracker = config_tracker(config, f"eval-{method}-{io}", params=params,
@@ -96,7 +103,7 @@ def run_evaluation(
     try:
         for name, files in datasets.items():
             spec = registry[name]
-            pairs = select_pairs(read_csv(files.pairs_csv), spec, evaluation.get("max_pairs"))
+            pairs = select_pairs(read_csv(files.pairs_csv), spec, pair_cap(evaluation, io))
             log(f"{method} / {io} / {name}: {len(pairs)} pairs")
             rows = evaluate_pairs(built, io, spec, pairs, read_preprocessed(files.preprocessed_csv), files.out_csv,
                                   files.example_out, log)
