@@ -119,7 +119,7 @@ class Tracker:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({"run_id": self.run_id, "tracking_uri": self.uri, **extra}, fh, indent=2)
         os.replace(tmp, path)
 

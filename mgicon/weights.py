@@ -42,7 +42,7 @@ def release_url(name: str) -> str:
 
 def _read_lock() -> dict:
     lock = cache_dir() / LOCK_NAME
-    return json.loads(lock.read_text()) if lock.is_file() else {}
+    return json.loads(lock.read_text(encoding="utf-8")) if lock.is_file() else {}
 
 
 def _write_lock(entries: dict) -> None:

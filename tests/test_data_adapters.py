@@ -126,5 +126,5 @@ def test_download_extracts_records_checksum_and_reuses(tmp_path):
         again = dataset_rows("T", source, resources, resources)
         assert len(server.requests) == 1
     assert len(rows) == 6 and rows == again
-    lock = json.loads((resources / "downloads.lock.json").read_text())
+    lock = json.loads((resources / "downloads.lock.json").read_text(encoding="utf-8"))
     assert len(lock[source["url"]]["sha256"]) == 64

@@ -35,7 +35,7 @@ def test_inverted_ct_only_in_pretraining():
 
 
 def test_paper_registry_reproduces_table_1_shares():
-    config = yaml.safe_load(Path(__file__).parents[1].joinpath("configs", "paper.yaml").read_text())
+    config = yaml.safe_load(Path(__file__).parents[1].joinpath("configs", "paper.yaml").read_text(encoding="utf-8"))
     registry = load_registry(config["datasets"])
     for stage, key in (("pretrain", "pretrain_share"), ("finetune", "finetune_share")):
         shares = expected_shares(stage_weights(registry, stage))

@@ -18,7 +18,7 @@ from mgicon.data.manifest import read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-DEMO = yaml.safe_load((REPO / "config.yaml").read_text())
+DEMO = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
 
 MICRO = {
     "seed": 0,
@@ -26,7 +26,7 @@ MICRO = {
     "synthetic": {"size": [24, 28, 24], "subjects": 4, "n_test": 2,
                   "syn-lung": {"landmarks": 12, "subjects": 2, "n_test": 1}},
     "datasets": {name: DEMO["datasets"][name] for name in ("syn-lung", "syn-abdomen")},
-    "training": {"lr": 2e-3, "batch_size": 2, "steps": {"stage1": 8, "stage2": 4, "finetune": 4},
+    "training": {"lr": 2e-3, "batch_size": 2, "steps": {"stage1": 30, "stage2": 4, "finetune": 4},
                  "checkpoint_every": 2, "threads": 1, "augment": False},
     "variants": {name: DEMO["variants"][name] for name in ("unigradicon", "multigradicon-f", "multigradicon")},
     "evaluation": {"baselines": ["identity", "syn"], "io": ["noio", "io-lncc2"], "io_iterations": 2,
@@ -46,7 +46,7 @@ def _run(work: Path) -> subprocess.CompletedProcess:
 
 def _run_until(work: Path, condition, timeout: float = 400) -> None:
     """Start the pipeline and interrupt it (SIGINT, as Ctrl-C or a scheduler does) once ``condition()`` holds."""
-    log = open(work / f"run-{time.time():.0f}.log", "w")
+    log = open(work / f"run-{time.time():.0f}.log", "w", encoding="utf-8")
     proc = subprocess.Popen(_command(work), stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
     start = time.time()
     try:
@@ -104,7 +104,7 @@ def test_every_output_of_the_study_is_there(pipeline):
     for name in MICRO["datasets"]:
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
     assert (results / "tables" / "published_vs_reproduced.md").is_file()
-    assert "Table 2" in (results / "summary.md").read_text()
+    assert "Table 2" in (results / "summary.md").read_text(encoding="utf-8")
 
 
 def test_tables_hold_every_method(pipeline):
@@ -112,7 +112,7 @@ def test_tables_hold_every_method(pipeline):
     rows = read_csv(work / "results" / "tables" / "table2.csv")
     assert {(r["io"], r["method"]) for r in rows} == {
         *[("noio", m) for m in METHODS], *[("io-lncc2", m) for m in METHODS[2:]]}
-    markdown = (work / "results" / "tables" / "table2.md").read_text()
+    markdown = (work / "results" / "tables" / "table2.md").read_text(encoding="utf-8")
     for shown in ("SyN", "uniGradICON", "multiGradICON-F", "multiGradICON", "CT/CT (masked)"):
         assert shown in markdown
 
@@ -140,14 +140,14 @@ def test_interrupted_training_resumed_from_its_checkpoint(pipeline):
     samples = read_csv(work / "results" / "models" / "multigradicon-f" / "stage1" / "samples.csv")
     steps = [int(r["step"]) for r in samples]
     assert sorted(set(steps)) == list(range(MICRO["training"]["steps"]["stage1"]))  # every step once, none redone
-    log = (work / "results" / "logs" / "train" / "multigradicon-f" / "stage1.log").read_text()
+    log = (work / "results" / "logs" / "train" / "multigradicon-f" / "stage1.log").read_text(encoding="utf-8")
     assert "resum" in log.lower()
 
 
 def test_interrupted_evaluation_resumed_without_redoing_pairs(pipeline):
     work, _, interrupted, _ = pipeline
     assert interrupted, "the evaluation was not interrupted mid-job"
-    logs = "\n".join(p.read_text() for p in (work / "results" / "logs" / "eval").rglob("*.log"))
+    logs = "\n".join(p.read_text(encoding="utf-8") for p in (work / "results" / "logs" / "eval").rglob("*.log"))
     assert "resuming:" in logs
 
 

@@ -99,7 +99,7 @@ def test_ground_truth_transform_aligns_labels(suite, dataset):
 
 
 def _landmarks(root: Path, rel: str) -> np.ndarray:
-    with open(root / rel) as fh:
+    with open(root / rel, encoding="utf-8") as fh:
         assert fh.readline().strip() == "x,y,z"
     return np.loadtxt(root / rel, delimiter=",", skiprows=1, ndmin=2)
 

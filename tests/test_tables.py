@@ -220,12 +220,12 @@ def test_build_tables_matches_hand_written(tmp_path):
     assert [p.name for p in written] == [
         "summary.csv", "table2.csv", "table2.md", "table2.tex", "table5.csv", "table5.md", "table5.tex",
     ]
-    assert (out / "table2.csv").read_text() == TABLE2_CSV
-    assert (out / "table5.csv").read_text() == TABLE5_CSV
-    assert (out / "table2.md").read_text() == TABLE2_MD
+    assert (out / "table2.csv").read_text(encoding="utf-8") == TABLE2_CSV
+    assert (out / "table5.csv").read_text(encoding="utf-8") == TABLE5_CSV
+    assert (out / "table2.md").read_text(encoding="utf-8") == TABLE2_MD
     assert not list(out.glob(".*.tmp"))
 
-    tex = (out / "table2.tex").read_text()
+    tex = (out / "table2.tex").read_text(encoding="utf-8")
     assert r"\multicolumn{2}{c}{lung CT/CT (masked)}" in tex and r"\% J$<$0" in tex and "DICE(\\%)" in tex
     assert r"1-LNCC$^2$" in tex and r"10.00 [10.00, 10.00]$^\dagger$" in tex and r"\textbf{80.0 [70.0, 90.0]}" in tex
     assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
@@ -259,7 +259,7 @@ def test_published_vs_reproduced(tmp_path):
         {**base, "method": "identity", "n": 10, "mean": 20.0, "ci_low": 18.0, "ci_high": 22.0, "best": False,
          "p_vs_best": 0.001},
     ]
-    text = write_published_vs_reproduced(summary, tmp_path / "pvr.md").read_text()
+    text = write_published_vs_reproduced(summary, tmp_path / "pvr.md").read_text(encoding="utf-8")
     assert "## Cells with a published and a reproduced value (1)" in text
     row = "| 2 | Dirlab-COPDGene CT/CT (masked) | mTRE | w/o IO | uniGradICON | 2.26 | 2.50 [2.00, 3.00] | 10 | +0.24 |"
     assert row in text
@@ -270,4 +270,4 @@ def test_published_vs_reproduced(tmp_path):
     # CSV strings (summary.csv as read back) join the same way
     as_csv = [{k: ("1" if v is True else "0" if v is False else "" if v != v else str(v)) for k, v in r.items()}
               for r in summary]
-    assert write_published_vs_reproduced(as_csv, tmp_path / "pvr2.md").read_text() == text
+    assert write_published_vs_reproduced(as_csv, tmp_path / "pvr2.md").read_text(encoding="utf-8") == text

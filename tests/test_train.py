@@ -174,7 +174,7 @@ def test_mlflow_run_has_params_metrics_and_run_file(stage_data, tmp_path):
     assert run.data.params["similarity"] == "lncc"
     assert len(MlflowClient(uri).get_metric_history(tracker.run_id, "total")) == 3
     assert "pairs_per_s" in run.data.metrics and "folds_percent" in run.data.metrics
-    assert '"run_id"' in (tmp_path / "model" / "mlflow_run.json").read_text()
+    assert '"run_id"' in (tmp_path / "model" / "mlflow_run.json").read_text(encoding="utf-8")
 
 
 def test_unreachable_tracking_server_is_a_clear_error_at_start():

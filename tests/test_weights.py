@@ -26,7 +26,7 @@ def test_download_to_cache_records_checksum_and_reuses(tmp_path, monkeypatch, re
         assert path == tmp_path / "cache" / "multigradicon" / "Step_2_final.trch"
         assert weights.resolve_model("multigradicon") == path
         assert len(server.requests) == 1
-    lock = json.loads((tmp_path / "cache" / "weights.lock.json").read_text())
+    lock = json.loads((tmp_path / "cache" / "weights.lock.json").read_text(encoding="utf-8"))
     assert lock["multigradicon"]["size"] == len(released_bytes)
     assert len(lock["multigradicon"]["sha256"]) == 64
     assert mgicon.load_network(path).config.preset == "paper"

@@ -19,7 +19,7 @@ MICRO = {
     "network": {"preset": "tiny", "input_shape": [24, 24, 24]},
     "synthetic": {"size": [24, 28, 24], "subjects": 4, "n_test": 2,
                   "syn-lung": {"landmarks": 12, "subjects": 2, "n_test": 1}},
-    "datasets": yaml.safe_load((REPO / "config.yaml").read_text())["datasets"],
+    "datasets": yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["datasets"],
 }
 
 

@@ -134,7 +134,7 @@ def read_learn2reg(name: str, dataset_json: Path, layout: Mapping[str, Any], sou
     if not dataset_json.is_file():
         raise DatasetSourceError(f"dataset {name}: {dataset_json} not found")
     try:
-        meta = json.loads(dataset_json.read_text())
+        meta = json.loads(dataset_json.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetSourceError(f"{dataset_json}: not valid JSON ({exc})") from None
     root = dataset_json.parent
@@ -179,7 +179,7 @@ def fetch_archive(name: str, source: Mapping[str, Any], resources: Path) -> Path
     if extracted.is_dir():
         return extracted
     lock_path = resources / LOCK_NAME
-    lock = json.loads(lock_path.read_text()) if lock_path.is_file() else {}
+    lock = json.loads(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else {}
     recorded = lock.get(url, {})
     archive = folder / Path(url.split("?")[0]).name
     download(url, archive, sha256=source.get("sha256") or recorded.get("sha256"), size=source.get("size") or recorded.get("size"))

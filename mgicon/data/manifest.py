@@ -35,7 +35,7 @@ def write_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike, col
     header = list(columns) + list(dict.fromkeys(extra))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=header, restval="")
             writer.writeheader()
             for row in rows:
@@ -50,7 +50,7 @@ def read_csv(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such file")
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:

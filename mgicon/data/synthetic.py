@@ -563,7 +563,7 @@ class _Writer:
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = ["x,y,z"] + [",".join(f"{v:.6f}" for v in p) for p in points]
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return rel
 
     def scan(self, subject: int, timepoint: str, images: Mapping[str, np.ndarray], label: np.ndarray | None,

@@ -225,7 +225,7 @@ def register_in_worker(moving: sitk.Image, fixed: sitk.Image, outprefix: str | o
         lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
         raise RuntimeError(f"ANTs registration worker failed (exit {proc.returncode}): "
                            f"{lines[-1] if lines else 'no output'}")
-    data = json.loads(result.read_text())
+    data = json.loads(result.read_text(encoding="utf-8"))
     return AntsRun(list(data["fwdtransforms"]), float(data["seconds"]))
 
 

@@ -264,8 +264,8 @@ def _ordered(values: Iterable[str], preferred: Iterable[str] = ()) -> list[str]:
 
 
 def summary_plot(summary_rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
-    """Bar charts of one table's long-form summary: one subplot per (dataset, column_label, metric) with dice
-    (shown in %) or landmarks (mTRE, mm); % folds are not plotted.  Bars are methods (one colour each, shared
+    """Bar charts of one table's long-form summary (:mod:`mgicon.tables.layout`, in the tables' units: DICE in %,
+    mTRE in mm): one subplot per (dataset, column_label, metric); % folds are not plotted.  Bars are methods (one colour each, shared
     legend) grouped by instance optimisation (noio, io-lncc2, io-mind, then others); error bars span the CI.
     Written atomically; returns ``path``."""
     from matplotlib.figure import Figure
@@ -277,9 +277,7 @@ def summary_plot(summary_rows: Iterable[Mapping[str, Any]], path: str | os.PathL
         mean = _number(row["mean"])
         if not math.isfinite(mean):
             continue
-        scale = 100.0 if row["metric"] == "dice" else 1.0
-        rows.append({**row, "mean": mean * scale, "ci_low": _number(row.get("ci_low")) * scale,
-                     "ci_high": _number(row.get("ci_high")) * scale})
+        rows.append({**row, "mean": mean, "ci_low": _number(row.get("ci_low")), "ci_high": _number(row.get("ci_high"))})
     if not rows:
         raise ValueError("summary_plot: no dice or landmark rows with a mean to plot")
 

@@ -13,7 +13,7 @@ from mgicon.io.itk import atomic_path
 
 
 def _table_preview(path: Path) -> list[str]:
-    return path.read_text().rstrip().splitlines() if path.is_file() else []
+    return path.read_text(encoding="utf-8").rstrip().splitlines() if path.is_file() else []
 
 
 def write_summary(
@@ -27,7 +27,7 @@ def write_summary(
     """Write the Markdown summary and log the tables and figures to an MLflow run named ``summary``."""
     from mgicon.tracking import config_tracker
 
-    experiment = json.loads(Path(experiment_json).read_text())
+    experiment = json.loads(Path(experiment_json).read_text(encoding="utf-8"))
     evaluation = config.get("evaluation", {})
     lines = [
         "# mgicon run summary",
@@ -50,7 +50,7 @@ def write_summary(
     if figures:
         lines += ["## Figures", "", *[f"- `{p}`" for p in figures], ""]
     with atomic_path(out) as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     tracker = config_tracker(config, "summary", params={"variants": list(config.get("variants", {})),
                                                         "evaluation": dict(evaluation)}, tags={"job": "summary"})
     for path in [*tables, *figures]:

@@ -84,7 +84,7 @@ def run_stage(
         if run_file.is_file() and (out_dir / "latest.pt").is_file():
             import json
 
-            previous = json.loads(run_file.read_text()).get("run_id")
+            previous = json.loads(run_file.read_text(encoding="utf-8")).get("run_id")
         tracker = config_tracker(
             config, f"train-{variant}-{stage}",
             params={"variant": variant, "stage": stage, "train": vars(cfg), "variant_spec": dict(spec),

@@ -150,7 +150,7 @@ def _record_samples(path: Path, step: int, samples) -> None:
 
     new = not path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as fh:
+    with open(path, "a", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         if new:
             writer.writerow(SAMPLE_COLUMNS)
@@ -164,11 +164,11 @@ def _truncate_samples(path: Path, start: int) -> None:
 
     if not path.is_file():
         return
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) < start]
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(keep)
     os.replace(tmp, path)
 

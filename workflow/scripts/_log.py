@@ -8,7 +8,7 @@ import traceback
 @contextlib.contextmanager
 def logged(snakemake):
     log = snakemake.log[0] if snakemake.log else None
-    stream = open(log, "w") if log else sys.stderr
+    stream = open(log, "w", encoding="utf-8") if log else sys.stderr
     with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         try:
             yield

@@ -16,8 +16,8 @@ with logged(snakemake):  # noqa: F821
     tmp.replace(out)
     stages = {}
     for run_file in sorted(final.parent.parent.glob("*/mlflow_run.json")):
-        stages[run_file.parent.name] = json.loads(run_file.read_text())
-    last = json.loads((final.parent / "mlflow_run.json").read_text())
+        stages[run_file.parent.name] = json.loads(run_file.read_text(encoding="utf-8"))
+    last = json.loads((final.parent / "mlflow_run.json").read_text(encoding="utf-8"))
     record = {"run_id": last["run_id"], "tracking_uri": last["tracking_uri"], "checkpoint": str(out), "stages": stages}
     run_out = Path(snakemake.output.run)  # noqa: F821
     tmp = run_out.with_name(run_out.name + ".tmp")
