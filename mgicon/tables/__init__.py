@@ -112,38 +112,24 @@ def write_published_vs_reproduced(summary_rows: Iterable[Mapping[str, Any]], out
             ]))
     else:
         lines.append("None.")
-    lines += _unmatched_published(published, reproduced)
-    lines += _unmatched_reproduced(reproduced, published_keys)
+    lines += _unmatched("Published cells without a reproduced value",
+                        (p for p in published if _key(p) not in reproduced))
+    lines += _unmatched("Reproduced cells without a published value",
+                        (r for key, r in reproduced.items() if key not in published_keys))
     return write_text(out_path, "\n".join(lines) + "\n")
 
 
-def _unmatched_published(published: Sequence[Mapping[str, Any]], reproduced: Mapping[tuple, Any]) -> list[str]:
+def _unmatched(title: str, cells: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A Markdown section counting ``cells`` (published or reproduced) per table and column."""
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for p in published:
-        if _key(p) not in reproduced:
-            groups.setdefault((p["table"], _pair(p)), []).append(p)
+    for c in cells:
+        groups.setdefault((c["table"], _pair(c)), []).append(c)
     count = sum(len(v) for v in groups.values())
-    lines = ["", f"## Published cells without a reproduced value ({count})", ""]
+    lines = ["", f"## {title} ({count})", ""]
     if not groups:
         return lines + ["None."]
     lines += [_md(["Table", "Column", "Metrics", "Cells"]), "|---|---|---|---|"]
-    for (table, pair), cells in groups.items():
-        metrics = ", ".join(dict.fromkeys(METRIC_LABELS[c["metric"]] for c in cells))
-        lines.append(_md([table, pair, metrics, len(cells)]))
-    return lines
-
-
-def _unmatched_reproduced(reproduced: Mapping[tuple, Mapping[str, Any]], published_keys: set) -> list[str]:
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for key, r in reproduced.items():
-        if key not in published_keys:
-            groups.setdefault((r["table"], _pair(r)), []).append(r)
-    count = sum(len(v) for v in groups.values())
-    lines = ["", f"## Reproduced cells without a published value ({count})", ""]
-    if not groups:
-        return lines + ["None."]
-    lines += [_md(["Table", "Column", "Metrics", "Cells"]), "|---|---|---|---|"]
-    for (table, pair), cells in groups.items():
-        metrics = ", ".join(dict.fromkeys(METRIC_LABELS[c["metric"]] for c in cells))
-        lines.append(_md([table, pair, metrics, len(cells)]))
+    for (table, pair), members in groups.items():
+        metrics = ", ".join(dict.fromkeys(METRIC_LABELS[c["metric"]] for c in members))
+        lines.append(_md([table, pair, metrics, len(members)]))
     return lines

@@ -1,0 +1,76 @@
+"""How the demo's scores move with training length: train one variant's stage 1 for ``--steps`` steps on the
+demo's data (config.yaml otherwise), then score it without IO on every test dataset, per modality pair, beside
+the unregistered scores.  Needs the data stage of the demo (``results/data``, ``results/pairs``).
+
+    python benchmarks/demo_steps.py --variant multigradicon-f --steps 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_json  # noqa: E402
+from mgicon.data.build import read_preprocessed  # noqa: E402
+from mgicon.data.manifest import read_csv  # noqa: E402
+from mgicon.data.registry import load_registry  # noqa: E402
+from mgicon.evaluate import make_method  # noqa: E402
+from mgicon.evaluate.runner import evaluate_pairs, select_pairs  # noqa: E402
+from mgicon.train.job import run_stage  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config.yaml")
+    parser.add_argument("--variant", default="multigradicon-f")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="results/benchmarks/demo_steps.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    results = Path(config.get("results", "results"))
+    registry = load_registry(config["datasets"])
+    with tempfile.TemporaryDirectory() as tmp:
+        config["training"]["steps"]["stage1"] = args.steps
+        config["tracking"] = {"uri": f"sqlite:///{tmp}/mlflow.db"}
+        names = [n for n, spec in registry.items() if "pretrain" in spec.stages]
+        start = time.perf_counter()
+        final = run_stage(config, args.variant, "stage1", Path(tmp) / "stage1",
+                          {n: results / "data" / n / "preprocessed.csv" for n in names},
+                          {n: results / "pairs" / "pretrain" / f"{n}.csv" for n in names}, progress=False)
+        seconds = time.perf_counter() - start
+        method = make_method(args.variant, "network", checkpoint=final)
+        scores = {}
+        for name, spec in registry.items():
+            if "test" not in spec.stages:
+                continue
+            pairs = select_pairs(read_csv(results / "pairs" / "test" / f"{name}.csv"), spec,
+                                 config.get("evaluation", {}).get("max_pairs"))
+            rows = evaluate_pairs(method, "noio", spec, pairs, read_preprocessed(results / "data" / name /
+                                                                                 "preprocessed.csv"),
+                                  Path(tmp) / f"{name}.csv")
+            key = "mtre" if spec.evaluation.get("metric") == "landmarks" else "dice"
+            for row in rows:
+                group = f"{name} {row['moving_modality']}/{row['fixed_modality']}" + (" masked" if row["masked"] == "1"
+                                                                                     else "")
+                scores.setdefault(group, []).append((float(row[key]), float(row[f"initial_{key}"])))
+    table = {g: {"trained": sum(a for a, _ in v) / len(v), "identity": sum(b for _, b in v) / len(v)}
+             for g, v in scores.items()}
+    for group, v in table.items():
+        print(f"{group:32s} trained {v['trained']:.3f}  identity {v['identity']:.3f}")
+    write_json({"variant": args.variant, "steps": args.steps, "train_seconds": seconds, "scores": table}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
