@@ -47,7 +47,10 @@ def _run(work: Path) -> subprocess.CompletedProcess:
 def _run_until(work: Path, condition, timeout: float = 400) -> None:
     """Start the pipeline and interrupt it (SIGINT, as Ctrl-C or a scheduler does) once ``condition()`` holds."""
     log = open(work / f"run-{time.time():.0f}.log", "w", encoding="utf-8")
-    proc = subprocess.Popen(_command(work), stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True)
+    # SIGINT's default action restored: a shell's background job (`make test &`, some CI runners) ignores it,
+    # and children inherit that
+    proc = subprocess.Popen(_command(work), stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start = time.time()
     try:
         while not condition():

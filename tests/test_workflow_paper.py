@@ -220,7 +220,9 @@ def test_paper_plans_with_the_slurm_profile(fake_study):
     # the partition comes from $MGICON_GPU_PARTITION; depending on the environment the plan shows it unexpanded
     assert "slurm_partition=$MGICON_GPU_PARTITION" in train or "slurm_partition=<TBD>" in train
     assert "gpu=1" in _resources(out, "evaluate")
-    assert "cpus_per_task=8" in _resources(out, "baseline") and "gpu" not in _resources(out, "baseline")
+    # Snakemake 9.15 leaves cpus_per_task (= threads) "<TBD>" in a plan, later versions show the number
+    baseline = _resources(out, "baseline")
+    assert ("cpus_per_task=8" in baseline or "cpus_per_task=<TBD>" in baseline) and "gpu" not in baseline
 
 
 def test_paper_plans_with_the_slurm_profile_given_as_profile(fake_study):
