@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_json  # noqa: E402
 from mgicon.data.build import PATH_COLUMNS  # noqa: E402
 from mgicon.data.preprocess import preprocess_rows  # noqa: E402
-from mgicon.data.registry import load_registry  # noqa: E402
 from mgicon.data.synthetic import generate_dataset  # noqa: E402
 from mgicon.evaluate import make_method  # noqa: E402
 from mgicon.evaluate.scoring import score  # noqa: E402
@@ -36,10 +35,6 @@ from mgicon.io import itk as itkio  # noqa: E402
 from mgicon.network.checkpoint import save_checkpoint  # noqa: E402
 from mgicon.network.model import build_network  # noqa: E402
 from mgicon.testing import randomize_weights  # noqa: E402
-
-SPEC = {"syn-lung": {"region": "Lung", "modalities": ["ct"], "pairing": "intra", "stages": ["test"],
-                     "evaluation": {"metric": "landmarks"}, "source": {"kind": "synthetic"}}}
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -52,6 +52,15 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _experiment_id(client: Any, name: str, artifact_root: str | os.PathLike | None) -> str:
+    """The id of experiment ``name``, created (artifacts under ``artifact_root``) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
 class Tracker:
     """An MLflow run: ``params`` once, metrics buffered by step, artifacts, and a final status."""
 
@@ -72,12 +81,7 @@ class Tracker:
         self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            experiment_id = exp.experiment_id
+        experiment_id = _experiment_id(self.client, experiment, artifact_root)
         if run_id is None:
             run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
             self.run_id = run.info.run_id
@@ -152,13 +156,7 @@ def ensure_experiment(config: Mapping[str, Any]) -> dict[str, str]:
     check_reachable(uri)
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        location = (results / "mlartifacts").resolve().as_uri()
-        experiment_id = client.create_experiment(name, artifact_location=location)
-    else:
-        experiment_id = exp.experiment_id
+    experiment_id = _experiment_id(MlflowClient(tracking_uri=uri), name, results / "mlartifacts")
     return {"experiment_id": str(experiment_id), "name": name, "tracking_uri": uri}
 
 

@@ -81,7 +81,6 @@ def _block_case(tmp_path: Path, shift_voxels: int):
     f[3:9, 4:10, 3:8] = 1
     f[3:9, 4:10, 8:11] = 2
     m = np.roll(f, shift_voxels, axis=2)
-    paths = {}
     for name, arr in (("fixed", f), ("moving", m)):
         img = sitk.GetImageFromArray(arr)
         img.SetSpacing(spacing)

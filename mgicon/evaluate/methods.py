@@ -161,9 +161,9 @@ class NetworkMethod(Method):
     def _tensor(self, row: Mapping[str, str], masked: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The normalised image on the network grid (the data stage's volume when its shape fits), and its mask."""
         mask = None
-        network_image = row.get("network_image")
-        if network_image and itkio.read_image(network_image).GetSize()[::-1] == self.shape:
-            tensor = torch.from_numpy(itkio.to_array(itkio.read_image(network_image)).astype("float32"))[None, None]
+        volume = itkio.to_array(itkio.read_image(row["network_image"])) if row.get("network_image") else None
+        if volume is not None and volume.shape == self.shape:
+            tensor = torch.from_numpy(volume.astype("float32"))[None, None]
             if masked:
                 if not row.get("network_mask"):
                     raise MethodError(f"{row['image']}: masked evaluation needs a mask, the scan has none")

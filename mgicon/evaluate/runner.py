@@ -110,11 +110,10 @@ def evaluate_pairs(
             log(f"resuming: {len(done)} of {len(pairs)} pairs already evaluated")
     identity = IdentityMethod("identity")
     example = example_pair(pairs)
-    example_written = False
     rows = []
     for i, pair in enumerate(pairs):
         key = pair_key({**pair, "dataset": spec.name})
-        if key in done and not (example_out and pair is example and not Path(example_out).is_file()):
+        if key in done:
             rows.append(done[key])
             continue
         masked = pair["masked"] == "1"
@@ -123,10 +122,6 @@ def evaluate_pairs(
         result = method.register(moving, fixed, masked, io)
         if example_out and pair is example:
             itkio.write_transform(result.transform, example_out)
-            example_written = True
-        if key in done:
-            rows.append(done[key])
-            continue
         fixed_image = itkio.read_image(fixed["image"])
         scores = score(result.transform, fixed, moving, fixed_image, labels)
         initial = score(identity.register(moving, fixed, masked, "noio").transform, fixed, moving, fixed_image, labels)
@@ -145,7 +140,7 @@ def evaluate_pairs(
         log(f"[{i + 1}/{len(pairs)}] {_name(pair, 'moving')} → {_name(pair, 'fixed')}{' (masked)' if masked else ''}: "
             f"{metric} {main} (unregistered {initial_main}), %J<0 {row['negative_jacobian_percent']}, "
             f"{result.seconds:.2f} s")
-    if example_out and example is not None and not example_written and not Path(example_out).is_file():
+    if example_out and example is not None and not Path(example_out).is_file():  # it finished before a resume
         moving = _scan(scans, example, "moving", str(out_csv))
         fixed = _scan(scans, example, "fixed", str(out_csv))
         itkio.write_transform(method.register(moving, fixed, example["masked"] == "1", io).transform, example_out)

@@ -86,6 +86,17 @@ def _rows(index: Mapping[tuple, Any], variants: Sequence[str]) -> list[tuple[str
     return sorted(keys, key=lambda k: row_key(k[0], k[1], variants))
 
 
+def _cells(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], io: str, method: str
+           ) -> list[Mapping[str, Any] | None]:
+    """One row's summary cells, column by column and metric by metric (None: no value)."""
+    cells = []
+    for col in columns:
+        for metric in col.metrics:
+            r = index.get(_cell_key(col, metric, io, method))
+            cells.append(None if r is None or math.isnan(r["mean"]) else r)
+    return cells
+
+
 def _cell_key(col: Column, metric: str, io: str, method: str) -> tuple:
     return col.dataset, col.moving, col.fixed, col.masked, metric, io, method
 
@@ -99,11 +110,7 @@ def write_wide_csv(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[C
     header = wide_header(columns)
     out = []
     for io, method in rows:
-        values = []
-        for col in columns:
-            for metric in col.metrics:
-                r = index.get(_cell_key(col, metric, io, method))
-                values.append("" if r is None or math.isnan(r["mean"]) else f"{r['mean']:.6g}")
+        values = ["" if r is None else f"{r['mean']:.6g}" for r in _cells(index, columns, io, method)]
         out.append(dict(zip(header, [io, method, *values])))
     write_csv(out, path, header)
     return path
@@ -125,14 +132,12 @@ def markdown(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column]
     for io, method in rows:
         cells = [io_label(io) if io != previous_io else "", _md_escape(method_label(method))]
         previous_io = io
-        for col in columns:
-            for metric in col.metrics:
-                r = index.get(_cell_key(col, metric, io, method))
-                if r is None or math.isnan(r["mean"]):
-                    cells.append("–")
-                    continue
-                text = cell_text(r)
-                cells.append(f"**{text}**" if r["best"] else text + ("†" if significantly_worse(r) else ""))
+        for r in _cells(index, columns, io, method):
+            if r is None:
+                cells.append("–")
+                continue
+            text = cell_text(r)
+            cells.append(f"**{text}**" if r["best"] else text + ("†" if significantly_worse(r) else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -169,15 +174,13 @@ def latex(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], r
             lines.append(r"\hline")
         cells = [tex_escape(io_label(io)) if io != previous_io else "", tex_escape(method_label(method))]
         previous_io = io
-        for col in columns:
-            for metric in col.metrics:
-                r = index.get(_cell_key(col, metric, io, method))
-                if r is None or math.isnan(r["mean"]):
-                    cells.append("--")
-                    continue
-                text = tex_escape(cell_text(r))
-                dagger = r"$^\dagger$" if significantly_worse(r) else ""
-                cells.append(rf"\textbf{{{text}}}" if r["best"] else text + dagger)
+        for r in _cells(index, columns, io, method):
+            if r is None:
+                cells.append("--")
+                continue
+            text = tex_escape(cell_text(r))
+            dagger = r"$^\dagger$" if significantly_worse(r) else ""
+            cells.append(rf"\textbf{{{text}}}" if r["best"] else text + dagger)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
