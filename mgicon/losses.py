@@ -15,6 +15,7 @@ the average to voxels where ``mask != 0``: each sample is averaged over its own 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -54,20 +55,29 @@ def _gaussian_taps(sigma: float) -> torch.Tensor:
     return taps / taps.sum()
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float = LNCC_SIGMA) -> torch.Tensor:
-    """Separable Gaussian blur of every channel of ``x`` (B, C, D, H, W), 4σ+1 taps, zero padding."""
-    taps = _gaussian_taps(float(sigma)).to(device=x.device, dtype=x.dtype)
-    channels = x.shape[1]
+@lru_cache(maxsize=32)
+def _blur_matrix(n: int, sigma: float, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """``(n, n)`` matrix ``M`` with ``(M x)_i = Σ_j taps[j − i + k//2] x_j``: the zero-padded 1-D Gaussian filter."""
+    taps = _gaussian_taps(sigma).to(dtype)
     k = taps.numel()
-    pad = k // 2
+    index = torch.arange(n)
+    offset = index[None, :] - index[:, None] + k // 2
+    inside = (offset >= 0) & (offset < k)
+    return torch.where(inside, taps[offset.clamp(0, k - 1)], torch.zeros((), dtype=dtype)).to(device)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float = LNCC_SIGMA) -> torch.Tensor:
+    """Separable Gaussian blur of every channel of ``x`` (B, C, D, H, W), 4σ+1 taps, zero padding.
+
+    Each axis is one matrix product with the banded filter matrix (:func:`_blur_matrix`): the same sums as a
+    grouped 1-D convolution, an order of magnitude faster forward and backward on CPUs at the grids used here.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"gaussian_blur takes (B, C, D, H, W), got shape {tuple(x.shape)}")
     out = x
-    for axis in range(3):
-        shape = [1, 1, 1]
-        shape[axis] = k
-        kernel = taps.reshape(1, 1, *shape).expand(channels, 1, *shape)
-        padding = [0, 0, 0]
-        padding[axis] = pad
-        out = F.conv3d(out, kernel, padding=tuple(padding), groups=channels)
+    for axis in (4, 3, 2):
+        matrix = _blur_matrix(x.shape[axis], float(sigma), x.dtype, str(x.device))
+        out = torch.movedim(torch.movedim(out, axis, -1) @ matrix.T, -1, axis)
     return out
 
 
@@ -109,6 +119,23 @@ _SSC_PAIRS = tuple(
 _SSC_ORDER = (6, 8, 1, 11, 2, 10, 0, 7, 9, 4, 5, 3)
 
 
+@lru_cache(maxsize=32)
+def _box_matrix(n_in: int, k: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """``(n_in − k + 1, n_in)`` matrix of the valid-mode moving average of width ``k``."""
+    rows = torch.arange(n_in - k + 1)[:, None]
+    cols = torch.arange(n_in)[None, :]
+    return (((cols >= rows) & (cols < rows + k)).to(dtype) / k).to(device)
+
+
+def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``avg_pool3d(x, k, stride=1)`` as three matrix products (the same sums, several times faster on CPUs)."""
+    out = x
+    for axis in (4, 3, 2):
+        matrix = _box_matrix(out.shape[axis], k, x.dtype, str(x.device))
+        out = torch.movedim(torch.movedim(out, axis, -1) @ matrix.T, -1, axis)
+    return out
+
+
 def mind_ssc_descriptor(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.Tensor:
     """MIND-SSC descriptor (B, 12, D, H, W) of a single-channel image (B, 1, D, H, W)."""
     if image.dim() != 5 or image.shape[1] != 1:
@@ -121,7 +148,7 @@ def mind_ssc_descriptor(image: torch.Tensor, radius: int = 2, dilation: int = 2)
         return padded[:, :, s[0], s[1], s[2]]
 
     diffs = torch.cat([(shifted(p) - shifted(q)) ** 2 for p, q in _SSC_PAIRS], dim=1)
-    ssd = F.avg_pool3d(F.pad(diffs, [radius] * 6, mode="replicate"), 2 * radius + 1, stride=1)
+    ssd = _box_mean(F.pad(diffs, [radius] * 6, mode="replicate"), 2 * radius + 1)
     mind = ssd - ssd.min(dim=1, keepdim=True).values
     variance = mind.mean(dim=1, keepdim=True)
     level = variance.mean().item()
@@ -143,12 +170,19 @@ def mind_ssc(
 SIMILARITIES: dict[str, Similarity] = {"lncc": lncc, "lncc2": squared_lncc, "mind": mind_ssc}
 
 
-def get_similarity(name: str) -> Similarity:
-    """The similarity loss named ``lncc``, ``lncc2`` or ``mind`` (the CLI's and the paper's names)."""
+def get_similarity(name: str, lncc_sigma: float | None = None) -> Similarity:
+    """The similarity loss named ``lncc``, ``lncc2`` or ``mind`` (the CLI's and the paper's names).
+
+    ``lncc_sigma`` (voxels of the grid the loss sees) replaces the LNCC window's σ = 5 of the 175³ network; MIND-SSC
+    has no window and ignores it.
+    """
     try:
-        return SIMILARITIES[name]
+        sim = SIMILARITIES[name]
     except KeyError:
         raise ValueError(f"unknown similarity {name!r}; choose from {sorted(SIMILARITIES)}") from None
+    if lncc_sigma is None or sim is mind_ssc or float(lncc_sigma) == LNCC_SIGMA:
+        return sim
+    return functools.partial(sim, sigma=float(lncc_sigma))
 
 
 def gradicon_noise(shape, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:

@@ -3,13 +3,16 @@
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import yaml
 
 from mgicon.data.adapters import DatasetSourceError, dataset_rows, read_learn2reg, read_template
-from mgicon.data.manifest import read_landmarks_as_mm, write_manifest
+from mgicon.data.build import build_manifest
+from mgicon.data.manifest import ManifestError, read_landmarks, read_landmarks_as_mm, write_manifest
 from mgicon.testing import make_image
 from tests.http_server import FileServer
 
@@ -92,6 +95,64 @@ def test_landmarks_in_voxel_formats_become_mm(tmp_path, fmt, text, expected):
     image = make_image(np.zeros((8, 8, 8), np.float32), (2.0, 1.0, 1.0), (5.0, 0.0, 0.0))
     (tmp_path / "lm.txt").write_text(text)
     assert np.allclose(read_landmarks_as_mm(tmp_path / "lm.txt", image, fmt), [expected])
+
+
+# A hand-built BraTS-Reg case: a 5 × 6 × 7 (x, y, z) image with spacing (2, 0.5, 3) mm, origin (10, -20, 5) and
+# direction rotating the index axes i -> +y, j -> -x, k -> +z (columns of the ITK direction matrix).  A landmark
+# (X, Y, Z) is the voxel index (X, Y + 239, Z), so its point is origin + D · (spacing ⊙ index):
+#   (1, -238, 2)     -> index (1, 1, 2)     -> spacing ⊙ index (2, 0.5, 6)   -> D · (-0.5, 2, 6)   -> (9.5, -18, 11)
+#   (4.5, -234.5, 0) -> index (4.5, 4.5, 0) -> spacing ⊙ index (9, 2.25, 0)  -> D · (-2.25, 9, 0)  -> (7.75, -11, 5)
+BRATS_DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # row-major, as SimpleITK takes it
+BRATS_CSV = "Landmark,X,Y,Z\n1,1.0,-238.0,2.0\n2,4.5,-234.5,0.0\n"
+BRATS_MM = [[9.5, -18.0, 11.0], [7.75, -11.0, 5.0]]
+
+
+def _brats_image():
+    return make_image(np.zeros((7, 6, 5), np.float32), (2.0, 0.5, 3.0), (10.0, -20.0, 5.0), BRATS_DIRECTION)
+
+
+def test_bratsreg_landmarks_become_mm(tmp_path):
+    (tmp_path / "lm.csv").write_text(BRATS_CSV)
+    assert np.allclose(read_landmarks_as_mm(tmp_path / "lm.csv", _brats_image(), "bratsreg_csv"), BRATS_MM)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("Landmark,X,Y,Z\n1,1.0,2.0,2.0\n", "1 landmark.*outside the \\(5, 6, 7\\) image"),  # Y not shifted
+    ("Landmark,X,Y\n1,1.0,-238.0\n", "missing columns Z"),
+    ("Landmark,X,Y,Z\n1,a,-238.0,2.0\n", "not a BraTS-Reg landmark file"),
+])
+def test_bratsreg_landmarks_errors_name_the_file(tmp_path, text, error):
+    (tmp_path / "lm.csv").write_text(text)
+    with pytest.raises(ManifestError, match=error) as err:
+        read_landmarks_as_mm(tmp_path / "lm.csv", _brats_image(), "bratsreg_csv")
+    assert str(tmp_path / "lm.csv") in str(err.value)
+
+
+def test_bratsreg_layout_of_the_paper_config(tmp_path):
+    """configs/paper.yaml's BratsReg layout on a release-like tree: baseline and follow-up scans, their landmark
+    CSVs converted to mm with each scan's image, the listed test subjects in the test split."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text(encoding="utf-8"))
+    entry = config["datasets"]["BratsReg"]
+    test_subject = entry["source"]["test_subjects"][0]
+    root = tmp_path / "BraTSReg_Training_Data_v3"
+    for subject, follow_up in (("BraTSReg_001", "01_0106"), (test_subject, "01_0214")):
+        for timepoint in ("00_0000", follow_up):
+            stem = root / subject / f"{subject}_{timepoint}"
+            for suffix in ("t1", "t1ce", "t2", "flair"):
+                stem.parent.mkdir(parents=True, exist_ok=True)
+                sitk.WriteImage(_brats_image(), f"{stem}_{suffix}.nii.gz")
+            Path(f"{stem}_landmarks.csv").write_text(BRATS_CSV)
+    entry["source"]["root"] = str(root)
+    rows = build_manifest("BratsReg", {"datasets": {"BratsReg": entry}, "resources": str(tmp_path / "res")},
+                          tmp_path / "data" / "BratsReg" / "manifest.csv")
+    assert len(rows) == 2 * 2 * 4
+    assert {(r["subject"], r["timepoint"]) for r in rows} == {
+        ("BraTSReg_001", "00_0000"), ("BraTSReg_001", "01_0106"), (test_subject, "00_0000"), (test_subject, "01_0214")}
+    assert {r["subject"] for r in rows if r["split"] == "test"} == {test_subject}
+    assert {r["modality"] for r in rows} == {"t1w", "t1ce", "t2w", "flair"}
+    for row in rows:
+        landmarks = tmp_path / "data" / "BratsReg" / row["landmarks"]
+        assert np.allclose(read_landmarks(landmarks), BRATS_MM)
 
 
 def test_own_manifest_resolves_relative_paths_and_names_missing(tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from mgicon.data.manifest import read_csv, write_csv
 from mgicon.tables import build_tables, columns_from_config, published_values, write_published_vs_reproduced
@@ -181,6 +183,31 @@ def test_columns_from_config():
     ]
     assert [c.label for c in columns_from_config(CONFIG)] == ["CT/CT (masked)", "CT/CT", "T1w/T1w", "T1w/T2w"]
     assert method_label("released-multigradicon") == "multiGradICON (released)" and method_label("foo") == "foo"
+
+
+def test_column_order_is_a_config_choice():
+    ordered = {**CONFIG, "evaluation": {"column_order": {2: ["brain"]}}}
+    assert [(c.table, c.dataset, c.label) for c in columns_from_config(ordered)] == [
+        (2, "brain", "T1w/T1w"), (2, "lung", "CT/CT (masked)"), (2, "lung", "CT/CT"), (5, "brain", "T1w/T2w"),
+    ]
+    # keys as JSON would have them, and an empty order: config order
+    as_json = {**CONFIG, "evaluation": {"column_order": {"2": ["brain", "lung"]}}}
+    assert columns_from_config(as_json)[0].dataset == "brain"
+    assert columns_from_config({**CONFIG, "evaluation": {"column_order": {}}}) == columns_from_config(CONFIG)
+    with pytest.raises(ValueError, match=r"column_order\[5\]: lung has no column in table 5"):
+        columns_from_config({**CONFIG, "evaluation": {"column_order": {5: ["lung"]}}})
+
+
+def test_published_columns_join_the_paper_config():
+    """Every published column has a reproduced counterpart in configs/paper.yaml but ThoraxCBCT's (headed mTRE,
+    holding Dice-like values: stored as dice, while the config scores ThoraxCBCT's landmarks)."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text(encoding="utf-8"))
+    reproduced = {(c.table, c.dataset, c.moving, c.fixed, c.masked, m) for c in columns_from_config(config)
+                  for m in c.metrics}
+    published = {(r["table"], r["dataset"], r["moving_modality"], r["fixed_modality"], r["masked"], r["metric"])
+                 for r in published_values()}
+    assert len(published) == 48
+    assert published - reproduced == {(4, "L2R-ThoraxCBCT-val", "ct", "cbct", False, "dice")}  # BraTS-Reg's join
 
 
 TABLE2_CSV = """\

@@ -45,12 +45,12 @@ def stage_data(tmp_path_factory):
     return config, root, paths
 
 
-def _data(stage_data, mode="B", modalities="all", stage="pretrain"):
+def _data(stage_data, mode="B", modalities="all", stage="pretrain", inputs_from_loss=False):
     config, root, paths = stage_data
     registry = load_registry(config["datasets"])
     weights = stage_weights(registry, stage)
     lists = {n: root / "pairs" / stage / f"{n}.csv" for n in weights}
-    return TrainingData(stage, registry, weights, paths, lists, mode, modalities)
+    return TrainingData(stage, registry, weights, paths, lists, mode, modalities, inputs_from_loss=inputs_from_loss)
 
 
 def _config(**kw):
@@ -113,6 +113,27 @@ def test_loop_records_the_intended_loss_randomization(stage_data, tmp_path, mode
         assert same_loss == 1.0 and 0.15 < same_input < 0.55
     else:
         assert 0.15 < same_loss < 0.55 and 0.15 < same_input < 0.55
+
+
+@pytest.mark.parametrize("mode", ["F", "R"])
+def test_erratum_variant_feeds_the_loss_images_to_the_network(stage_data, tmp_path, mode):
+    """The Erratum's bug on purpose: every recorded draw's network inputs are its loss images (under F: one modality
+    per pair, so the network never sees a multimodal pair), and the batch tensors are those images."""
+    data = _data(stage_data, mode=mode, inputs_from_loss=True)
+    train(_config(steps=25, batch_size=4, checkpoint_every=25), data, tmp_path, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "samples.csv")))
+    assert len(rows) == 100
+    assert all((r["input_moving"], r["input_fixed"]) == (r["loss_moving"], r["loss_fixed"]) for r in rows)
+    if mode == "F":
+        assert all(r["input_moving"] == r["input_fixed"] for r in rows)
+    batch = data.batch(3, 4)
+    assert torch.equal(batch.input_A, batch.loss_A) and torch.equal(batch.input_B, batch.loss_B)
+    # the same seed without the bug draws the same loss images but its own inputs, multimodal ones among them
+    honest = _data(stage_data, mode=mode).batch(3, 4)
+    assert [s.loss_modalities for s in honest.samples] == [s.loss_modalities for s in batch.samples]
+    draws = [s for step in range(25) for s in _data(stage_data, mode=mode).batch(step, 4).samples]
+    assert any(s.input_modalities[0] != s.input_modalities[1] for s in draws)
+    assert any(s.input_modalities != s.loss_modalities for s in draws)
 
 
 def test_stage_one_weights_move_into_stage_two(stage_data, tmp_path):
@@ -193,3 +214,5 @@ def test_augmentation_shares_permutation_and_flip_and_keeps_each_side_aligned():
     assert torch.equal(out_A[:, 0], out_A[:, 1])  # input and loss image of a side stay aligned
     jit_A, jit_B = augment_pair(side, side, torch.Generator().manual_seed(0), affine_std=0.05)
     assert not torch.allclose(jit_A, jit_B) and torch.equal(jit_A[:, 0], jit_A[:, 1])
+    kept_A, kept_B = augment_pair(side, side, torch.Generator().manual_seed(0), affine_std=0.0, permute=False)
+    assert torch.allclose(kept_A, side, atol=1e-5) and torch.allclose(kept_B, side, atol=1e-5)  # axes kept

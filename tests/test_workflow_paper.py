@@ -3,8 +3,9 @@ study plans — with the SLURM profile and without — in seconds.
 
 The fake layouts hold tiny NIfTI files named as each dataset's ``source`` expects: template patterns under a
 ``root`` for the controlled-access sets, a Learn2Reg ``*_dataset.json`` for the others (for downloads, already
-extracted where the adapter keeps its download, ``{resources}/{dataset}/extracted``).  Nothing is trained or
-evaluated: manifests and test pair lists are built in-process, the DAG only planned (``snakemake -n``).
+extracted where the adapter keeps its download, ``{resources}/{dataset}/extracted``), landmark files in each
+dataset's ``landmarks_format``.  Nothing is trained or evaluated: manifests and test pair lists are built
+in-process, the DAG only planned (``snakemake -n``), the tables' layout rendered without data.
 """
 
 import copy
@@ -22,8 +23,10 @@ import SimpleITK as sitk
 import yaml
 
 from mgicon.data.build import build_manifest
+from mgicon.data.manifest import read_landmarks
 from mgicon.data.pairs import make_pairs
 from mgicon.data.registry import load_registry
+from mgicon.tables import build_tables, columns_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -38,6 +41,15 @@ def _write_like(template: Path, path: Path) -> None:
     shutil.copyfile(template, path)
 
 
+# landmark files of the fake 4×4×4 images, by the layout's ``landmarks_format``
+FAKE_LANDMARKS = {
+    "dirlab_txt": "1 2 3\n3 2 1\n4 4 4\n",  # DIR-Lab: 1-based voxel indices
+    "bratsreg_csv": "Landmark,X,Y,Z\n1,1.0,-238.0,2.0\n2,3.0,-237.5,0.0\n",  # BraTS-Reg: Y = j - 239
+}
+# timepoints of the fake scans: BraTS-Reg's baseline and follow-up as its file names spell them, else DIR-Lab's
+FAKE_TIMEPOINTS = {"bratsreg_csv": ("00_0000", "01_0106")}
+
+
 def _fake_template(root: Path, spec, image: Path) -> None:
     """Files for a ``template`` layout: two training subjects, two test subjects (or 'atlas'), two timepoints."""
     layout = spec.source["layout"]
@@ -45,7 +57,8 @@ def _fake_template(root: Path, spec, image: Path) -> None:
     if spec.pairing == "atlas":
         subjects.append("atlas")
     first = next(iter(layout["images"].values()))
-    timepoints = ("INSP", "EXP") if "{timepoint}" in first else ("0",)
+    fmt = layout.get("landmarks_format", "mm_csv")
+    timepoints = FAKE_TIMEPOINTS.get(fmt, ("INSP", "EXP")) if "{timepoint}" in first else ("0",)
     for subject in subjects:
         for timepoint in timepoints:
             fields = {"subject": subject, "timepoint": timepoint}
@@ -54,9 +67,9 @@ def _fake_template(root: Path, spec, image: Path) -> None:
                 for key in ("label", "mask"):
                     if layout.get(key):
                         _write_like(image, root / layout[key].format(modality=modality, **fields))
-                if layout.get("landmarks"):  # DIR-Lab points: 1-based voxel indices
+                if layout.get("landmarks"):
                     target = root / layout["landmarks"].format(modality=modality, **fields)
-                    target.write_text("1 2 3\n3 2 1\n4 4 4\n")
+                    target.write_text(FAKE_LANDMARKS[fmt])
 
 
 def _fake_learn2reg(folder: Path, name: str, spec, image: Path) -> Path:
@@ -152,6 +165,7 @@ def _expected_counts(config) -> dict[str, int]:
         "evaluate": (len(variants) + len(evaluation.get("released", {}))) * len(evaluation["io"]),
         "baseline": len(evaluation["baselines"]),
         "tables": 1,
+        "claims": 1,
         "summary": 1,
     }
 
@@ -170,16 +184,20 @@ def _check_plan(out: str, config) -> None:
             assert f"{results}/eval/{method}/{io}/L2R-NLST-val.csv" in out, (method, io)
     for baseline in ("identity", "syn"):
         assert f"{results}/eval/{baseline}/noio/Dirlab-COPDGene.csv" in out
+    # BraTS-Reg (Tables 3 and 5): its test pairs, and its evaluation by every method in every IO setting
+    assert f"{results}/pairs/test/BratsReg.csv" in out
+    for method in [*config["evaluation"]["baselines"], *config["variants"], *config["evaluation"].get("released", {})]:
+        ios = ["noio"] if method in config["evaluation"]["baselines"] else config["evaluation"]["io"]
+        for io in ios:
+            assert f"{results}/eval/{method}/{io}/BratsReg.csv" in out, (method, io)
     for n in (2, 3, 4, 5):
         assert f"{results}/tables/table{n}.md" in out
     assert f"{results}/tables/published_vs_reproduced.md" in out and f"{results}/summary.md" in out
+    assert f"{results}/tables/claims.md" in out and f"{results}/tables/claims.csv" in out
 
 
 # Known gaps, each to be removed with its fix (strict: a fixed gap fails here until its entry goes).
-KNOWN_GAPS = {
-    "BratsReg": "configs/paper.yaml gives BratsReg no test split (test_subjects) and no "
-                "landmarks pattern/format for its mTRE columns (BraTS-Reg's *_landmarks.csv)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [
@@ -201,8 +219,53 @@ def test_every_paper_source_reads_its_fake_layout(fake_study, name):
     test_rows = [r for r in rows if r["split"] == "test"]
     if (spec.evaluation or {}).get("metric") == "landmarks" and "test" in spec.stages:
         assert test_rows and all(r["landmarks"] for r in test_rows)
+        for row in test_rows:  # converted to our mm CSVs, one point per line of the fake file
+            assert read_landmarks(row["landmarks"]).shape[0] >= 2
     if True in (spec.evaluation or {}).get("masked", []):
         assert test_rows and all(r["mask"] for r in test_rows)
+
+
+def test_bratsreg_is_scored_baseline_to_follow_up(fake_study):
+    """BraTS-Reg's test pairs: each test subject's baseline and follow-up both ways, in all ten modality pairs."""
+    work, _, config = fake_study
+    spec = load_registry(config["datasets"])["BratsReg"]
+    rows = build_manifest("BratsReg", config, work / "manifests" / "BratsReg-pairs" / "manifest.csv")
+    pairs = make_pairs(spec, rows, "test", 1.0)
+    test_subjects = set(config["datasets"]["BratsReg"]["source"]["test_subjects"][:2])
+    assert {p["moving_subject"] for p in pairs} == test_subjects
+    assert all(p["moving_subject"] == p["fixed_subject"] for p in pairs)
+    assert {(p["moving_timepoint"], p["fixed_timepoint"]) for p in pairs} == {("00_0000", "01_0106"),
+                                                                              ("01_0106", "00_0000")}
+    assert len(pairs) == len(test_subjects) * 2 * 10
+    # the fake image has the default geometry (origin 0, spacing 1, identity): mm = (X, Y + 239, Z)
+    landmarks = {r["landmarks"] for r in rows if r["split"] == "test"}
+    assert all(read_landmarks(path).tolist() == [[1.0, 1.0, 2.0], [3.0, 1.5, 0.0]] for path in landmarks)
+
+
+# The paper's printed column order (Tables 2-5 of the paper text: dataset, then modality pair), as the tables show
+# them: ``{dataset} {pair label}``.  Table 5's Abdomen column is printed "MR/CT"; configs/paper.yaml scores that
+# dataset's CT -> T1w pairs, labelled "CT/T1w".
+PAPER_COLUMNS = {
+    2: ["Dirlab-COPDGene CT/CT (masked)", "Dirlab-COPDGene CT/CT", "HCP-test T1w/T1w", "L2R-Abdomen CT/CT",
+        "OAI-test DESS/DESS"],
+    3: ["HCP-test T2w/T2w", "BratsReg T1w/T1w", "BratsReg T2w/T2w", "BratsReg T1ce/T1ce", "BratsReg FLAIR/FLAIR",
+        "UKBiobank-test WDIXON/WDIXON", "UKBiobank-test FDIXON/FDIXON"],
+    4: ["L2R-NLST-val CT/CT", "L2R-ThoraxCBCT-val CT/CBCT", "IXI-test T1w/T1w", "L2R-OASIS-val T1w/T1w",
+        "Pancreatic-CT-CBCT-SEG-test CT/CBCT"],
+    5: ["HCP-test T1w/T2w", "BratsReg T1w/T2w", "BratsReg T1w/T1ce", "BratsReg T1w/FLAIR", "BratsReg T2w/T1ce",
+        "BratsReg T2w/FLAIR", "BratsReg T1ce/FLAIR", "L2R-AbdomenMRCT-val CT/T1w", "UKBiobank-test FDIXON/WDIXON"],
+}
+
+
+def test_paper_tables_print_their_columns_in_the_papers_order(fake_study, tmp_path):
+    _, _, config = fake_study
+    columns = columns_from_config(config)
+    assert {t: [f"{c.dataset} {c.label}" for c in columns if c.table == t] for t in PAPER_COLUMNS} == PAPER_COLUMNS
+    # the rendered tables (no evaluation rows: headers only) keep that order
+    build_tables([], config, tmp_path)
+    for table, expected in PAPER_COLUMNS.items():
+        header = (tmp_path / f"table{table}.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+        assert [h.rsplit(" ", 1)[0] for h in header[2::2]] == expected  # "{column} {metric}", then "% J<0"
 
 
 def test_paper_plans_with_the_slurm_profile(fake_study):
@@ -259,5 +322,6 @@ def test_released_config_evaluates_checkpoints_without_training(tmp_path):
     counts = _job_counts(run.stdout + run.stderr)
     assert "train_stage" not in counts and "model" not in counts
     assert counts["evaluate"] == 2 * 3 and counts["baseline"] == 2 and counts["summary"] == 1
+    assert counts["claims"] == 1
     for method in ("released-unigradicon", "released-multigradicon"):
         assert f"{config['results']}/eval/{method}/io-mind/my-study.csv" in run.stdout + run.stderr

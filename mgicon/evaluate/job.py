@@ -12,6 +12,7 @@ from mgicon.data.manifest import read_csv
 from mgicon.data.registry import load_registry
 from mgicon.evaluate.methods import Method, MethodError, make_method
 from mgicon.evaluate.runner import evaluate_pairs, summary_metrics, select_pairs
+from mgicon.losses import LNCC_SIGMA
 
 FIXED_METHODS = {"identity": "identity", "ground-truth": "ground-truth", "syn": "syn"}
 
@@ -57,6 +58,7 @@ def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.Pa
         method, "network", checkpoint=checkpoint, device=evaluation.get("device", "cpu"),
         io_iterations=evaluation.get("io_iterations", 50), io_lr=evaluation.get("io_lr", 2e-5), seed=seed,
         bf16=bool(evaluation.get("bf16", False)), input_shape=input_shape,
+        io_lncc_sigma=float(evaluation.get("io_lncc_sigma", LNCC_SIGMA)),
     )
 
 

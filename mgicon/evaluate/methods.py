@@ -25,6 +25,7 @@ import torch
 
 from mgicon.data.preprocess import normalization_for
 from mgicon.io import itk as itkio
+from mgicon.losses import LNCC_SIGMA, get_similarity
 from mgicon.network.checkpoint import load_network
 from mgicon.network.inference import predict_map
 from mgicon.optimize import IO_LEARNING_RATE, IO_STEPS, instance_optimize
@@ -142,8 +143,10 @@ class NetworkMethod(Method):
         seed: int = 0,
         bf16: bool = False,
         input_shape: tuple[int, int, int] | None = None,
+        io_lncc_sigma: float = LNCC_SIGMA,
     ):
         super().__init__(name)
+        self.io_lncc_sigma = float(io_lncc_sigma)
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise MethodError(f"{self.checkpoint}: no such checkpoint (method {name})")
@@ -156,6 +159,8 @@ class NetworkMethod(Method):
     def fingerprint(self) -> str:
         stat = self.checkpoint.stat()
         text = f"{self.checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{self.io_iterations}:{self.io_lr}:{self.seed}"
+        if self.io_lncc_sigma != LNCC_SIGMA:
+            text += f":{self.io_lncc_sigma}"
         return "network:" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def _tensor(self, row: Mapping[str, str], masked: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -191,7 +196,7 @@ class NetworkMethod(Method):
             masks = {}
             if masked:
                 masks = {"mask_moving": mask_a.to(self.device), "mask_fixed": mask_b.to(self.device)}
-            phi = instance_optimize(self.net, a, b, similarity, self.io_iterations, self.io_lr, seed=self.seed,
+            phi = instance_optimize(self.net, a, b, get_similarity(similarity, self.io_lncc_sigma), self.io_iterations, self.io_lr, seed=self.seed,
                                     bf16=self.bf16, **masks).phi_AB
         if a.is_cuda:
             torch.cuda.synchronize()

@@ -3,6 +3,8 @@
 * :func:`build_tables`: evaluation CSVs (``results/eval/{method}/{io}/{dataset}.csv``) → ``summary.csv`` (long
   form, :data:`mgicon.tables.layout.SUMMARY_COLUMNS`) and ``table{n}.csv/.md/.tex`` for every table number the
   config gives at least one column.
+* :func:`write_claims`: the paper's findings checked on the evaluation CSVs (:mod:`mgicon.tables.claims`) →
+  ``claims.md`` and ``claims.csv``.
 * :func:`write_published_vs_reproduced`: a Markdown report joining the summary with the published cells
   (:mod:`mgicon.tables.published`) on ``(dataset, moving_modality, fixed_modality, masked, metric, io, method)``.
 
@@ -39,6 +41,7 @@ __all__ = [
     "published_values",
     "read_eval_csvs",
     "summarize",
+    "write_claims",
     "write_published_vs_reproduced",
 ]
 
@@ -66,6 +69,24 @@ def build_tables(
     for table in sorted({c.table for c in columns}):
         written += render_table(summary, columns, table, out_dir, variants)
     return written
+
+
+def write_claims(
+    eval_csvs: Iterable[str | os.PathLike],
+    config: Mapping[str, Any],
+    md_path: str | os.PathLike,
+    csv_path: str | os.PathLike,
+    seed: int = 0,
+) -> list[Path]:
+    """Check the paper's findings on the evaluation CSVs (and on the published cells where the config's datasets
+    and columns have them); write ``claims.md`` and ``claims.csv``."""
+    from mgicon.tables.claims import CLAIM_COLUMNS, claim_rows, evaluate_findings, render_markdown
+
+    results = evaluate_findings(read_eval_csvs(eval_csvs), columns_from_config(config), published_values(),
+                                seed=seed)
+    with_published = any(c.published for r in results for check in r.checks for c in check.comparisons)
+    write_csv(claim_rows(results), csv_path, CLAIM_COLUMNS)
+    return [write_text(md_path, render_markdown(results, with_published)), Path(csv_path)]
 
 
 # ----------------------------------------------------------------------------------- published vs reproduced

@@ -5,6 +5,8 @@ Conventions (shared by :mod:`mgicon.tables.render` and :mod:`mgicon.tables`):
 * A :class:`Column` is one column *group* of a paper table: a test dataset, a (moving, fixed) modality pair and a
   masking setting, with two metrics: the dataset's own (``dice`` or ``landmarks``) and
   ``negative_jacobian_percent``.
+* Columns come in config order (datasets, then modality pairs, then masking), or, when the top-level
+  ``evaluation.column_order`` gives tables' dataset orders, by table in those orders (:func:`columns_from_config`).
 * A row is ``(io, method)``: IO blocks in the order ``noio, io-lncc2, io-mind``, methods ``identity,
   ground-truth, syn``, the config's variants in config order, ``released-*``, then anything else alphabetically.
 * Summary values are in the tables' units: DICE(%) = 100 × mean Dice fraction, mTRE in mm, % J<0 in percent.
@@ -44,6 +46,7 @@ METHOD_LABELS = {
     "multigradicon-f": "multiGradICON-F",
     "multigradicon-r": "multiGradICON-R",
     "multigradicon": "multiGradICON",
+    "multigradicon-f-erratum": "multiGradICON-F (Erratum's bug)",
 }
 MODALITY_LABELS = {
     "ct": "CT", "cbct": "CBCT", "t1w": "T1w", "t2w": "T2w", "t2": "T2", "t1ce": "T1ce", "flair": "FLAIR",
@@ -113,7 +116,13 @@ def as_float(value: Any) -> float:
 
 
 def columns_from_config(config: Mapping[str, Any]) -> list[Column]:
-    """Every column group of the config's test datasets, in config order of datasets, then pairs, then masking."""
+    """Every column group of the config's test datasets.
+
+    Config order of datasets, then modality pairs, then masking.  With ``evaluation.column_order`` (configs/paper.yaml
+    gives the paper's printed order) the columns are grouped by table number instead, and within a table listed
+    there the listed datasets come first, in that order, then the unlisted ones in config order.  A listed dataset
+    without a column in that table is an error (a misspelt name would otherwise be ignored silently).
+    """
     columns = []
     for spec in load_registry(config.get("datasets", {})).values():
         if "test" not in spec.stages:
@@ -127,7 +136,24 @@ def columns_from_config(config: Mapping[str, Any]) -> list[Column]:
                 continue
             for masked in evaluation.get("masked", [False]):
                 columns.append(Column(int(table), spec.name, moving, fixed, bool(masked), metric))
-    return columns
+    order = {int(t): list(names) for t, names in ((config.get("evaluation") or {}).get("column_order") or {}).items()}
+    for table, names in order.items():
+        present = {c.dataset for c in columns if c.table == table}
+        unknown = [n for n in names if n not in present]
+        if unknown:
+            raise ValueError(
+                f"evaluation.column_order[{table}]: {', '.join(unknown)} has no column in table {table} "
+                f"(its columns: {', '.join(sorted(present)) or 'none'})"
+            )
+
+    def rank(column: Column) -> int:
+        names = order.get(column.table, [])
+        return names.index(column.dataset) if column.dataset in names else len(names)
+
+    if not order:
+        return columns
+    # stable: unlisted datasets, and a dataset's own columns, keep config order
+    return sorted(columns, key=lambda c: (c.table, rank(c)))
 
 
 def row_key(io: str, method: str, variants: Sequence[str] = PAPER_VARIANTS) -> tuple:

@@ -17,6 +17,9 @@ Conventions
 * ``io`` ∈ {``noio``, ``io-lncc2``, ``io-mind``} and ``method`` ∈ {``syn``, ``unigradicon``,
   ``unigradicon-lncc2``, ``multigradicon-b``, ``multigradicon-f``, ``multigradicon-r``, ``multigradicon``}, as in
   the evaluation CSVs.
+* Against configs/paper.yaml, 47 of the 48 published ``(dataset, pair, masked, metric)`` column keys join a
+  reproduced column, the BraTS-Reg ones included (its test subjects are scored with ``landmarks``); the one that
+  does not is ThoraxCBCT's Dice-like column (below).
 
 Reconstruction of the extracted text (each doubtful cell carries a ``note``)
 ---------------------------------------------------------------------------

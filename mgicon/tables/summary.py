@@ -40,6 +40,10 @@ def write_summary(
         f" — browse with `mlflow ui --backend-store-uri {experiment['tracking_uri']}`",
         "",
     ]
+    claims = next((Path(p) for p in tables if Path(p).name == "claims.md"), None)
+    if claims is not None and claims.is_file():
+        head = claims.read_text(encoding="utf-8").split("\n## ", 1)[0].splitlines()[1:]
+        lines += [f"## The paper's findings (`{claims}`)", *head, ""]
     for path in map(Path, tables):
         if path.suffix == ".md" and path.name.startswith("table"):
             lines += [f"## {path.stem.replace('table', 'Table ')} (`{path}`)", "", *_table_preview(path), ""]

@@ -1,5 +1,5 @@
 """Training augmentation (upstream's ``augment``): per sample a random axis permutation with random flips, shared by
-both images of the pair, then a small independent random affine per side (the identity plus ``affine_std``·N(0,1)
+both images of the pair (``permute=False`` leaves the axes as they are), then a small independent random affine per side (the identity plus ``affine_std``·N(0,1)
 on all 12 entries, translation in [−1,1] grid units), applied with trilinear sampling and border padding.
 
 The network input and the loss image of one side get the same transform, so they stay aligned.  Randomness comes
@@ -16,11 +16,15 @@ import torch.nn.functional as F
 _PERMUTATIONS = list(itertools.permutations(range(3)))
 
 
-def random_affines(batch: int, generator: torch.Generator, affine_std: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+def random_affines(
+    batch: int, generator: torch.Generator, affine_std: float = 0.05, permute: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(theta_A, theta_B)``, each ``(batch, 3, 4)`` for ``F.affine_grid``."""
     thetas = []
     base = torch.zeros(batch, 3, 4)
-    for i in range(batch):
+    base[:, :, :3] = torch.eye(3)
+    for i in range(batch if permute else 0):
+        base[i, :, :3] = 0
         perm = _PERMUTATIONS[int(torch.randint(len(_PERMUTATIONS), (1,), generator=generator))]
         signs = torch.randint(0, 2, (3,), generator=generator) * 2 - 1
         for row, col in enumerate(perm):
@@ -37,8 +41,12 @@ def apply_affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 def augment_pair(
-    side_A: torch.Tensor, side_B: torch.Tensor, generator: torch.Generator, affine_std: float = 0.05
+    side_A: torch.Tensor,
+    side_B: torch.Tensor,
+    generator: torch.Generator,
+    affine_std: float = 0.05,
+    permute: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment both sides; each side's channels (network input, loss image, mask) share its transform."""
-    theta_A, theta_B = random_affines(side_A.shape[0], generator, affine_std)
+    theta_A, theta_B = random_affines(side_A.shape[0], generator, affine_std, permute)
     return apply_affine(side_A, theta_A), apply_affine(side_B, theta_B)

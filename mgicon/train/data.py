@@ -4,11 +4,15 @@ Inputs are the ``preprocessed.csv`` of each dataset (network-shape volumes in [0
 Inverted CT (``1-ct``) is ``1 − ct``.  In finetuning, datasets with ``roi_mask`` (lung-masked COPDGene) have their
 images multiplied by their mask.  Every draw of step ``k`` comes from a generator seeded by ``(seed, k)``, so a
 resumed run draws exactly what an uninterrupted one would.
+
+``inputs_from_loss=True`` reproduces the Erratum's bug on purpose (Appendix B): the network inputs are overwritten by
+the loss images, so under loss mode ``F`` the network only ever sees pairs of one modality.  The sampler's draws are
+unchanged; the recorded samples name what the network saw (input modalities = loss modalities).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import numpy as np
@@ -47,8 +51,10 @@ class TrainingData:
         randomization: str = "B",
         modalities: str = "all",
         seed: int = 0,
+        inputs_from_loss: bool = False,
     ):
         self.stage, self.seed = stage, seed
+        self.inputs_from_loss = inputs_from_loss
         self.rows: dict[tuple[str, Scan, str], dict[str, str]] = {}
         self.masked = {n for n in weights if stage == "finetune" and registry[n].roi_mask}
         scan_modalities: dict[str, dict[Scan, tuple[str, ...]]] = {}
@@ -91,6 +97,8 @@ class TrainingData:
         """The ``size`` draws of training step ``step`` (a pure function of seed and step)."""
         self.sampler.rng = np.random.default_rng([self.seed, step])
         samples = self.sampler.draws(size)
+        if self.inputs_from_loss:
+            samples = [replace(s, input_modalities=s.loss_modalities) for s in samples]
 
         def stack(which: str, side: int) -> torch.Tensor:
             return torch.stack([

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mgicon.data.registry import load_registry, stage_weights
+from mgicon.losses import LNCC_SIGMA
 from mgicon.train.data import TrainingData
 from mgicon.train.loop import TrainConfig, _rank_world, train
 
@@ -39,6 +40,7 @@ def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from:
     return TrainConfig(
         network=network,
         similarity=spec.get("similarity", "lncc2"),
+        lncc_sigma=float(training.get("lncc_sigma", LNCC_SIGMA)),
         lr=float(training.get("lr", 5e-5)),
         batch_size=int(training.get("batch_size", 4)),
         device_batch=training.get("device_batch"),
@@ -46,6 +48,8 @@ def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from:
         checkpoint_every=int(training.get("checkpoint_every", 50)),
         log_every=int(training.get("log_every", 1)),
         augment=bool(training.get("augment", True)),
+        axis_permutation=bool(training.get("axis_permutation", True)),
+        affine_std=float(training.get("affine_std", 0.05)),
         seed=int(config.get("seed", 0)),
         bf16=bool(training.get("bf16", False)),
         channels_last=bool(training.get("channels_last", False)),
@@ -75,6 +79,7 @@ def run_stage(
     data = TrainingData(
         STAGE_DATA[stage], registry, weights, preprocessed, pair_lists,
         randomization=spec.get("randomization", "B"), modalities=spec.get("modalities", "all"), seed=cfg.seed,
+        inputs_from_loss=bool(spec.get("erratum", False)),
     )
     rank, _ = _rank_world()
     tracker = None

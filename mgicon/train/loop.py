@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from mgicon.losses import GRADICON_LAMBDA, gradicon_noise, objective_from_maps
+from mgicon.losses import GRADICON_LAMBDA, LNCC_SIGMA, get_similarity, gradicon_noise, objective_from_maps
 from mgicon.maps import DisplacementChain
 from mgicon.metrics import negative_jacobian_percent
 from mgicon.network.checkpoint import atomic_torch_save, load_checkpoint
@@ -43,6 +43,7 @@ class TrainConfig:
     network: Mapping[str, Any]
     similarity: str = "lncc2"
     lmbda: float = GRADICON_LAMBDA
+    lncc_sigma: float = LNCC_SIGMA
     lr: float = 5e-5
     batch_size: int = 4
     device_batch: int | None = None
@@ -50,6 +51,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     log_every: int = 1
     augment: bool = True
+    axis_permutation: bool = True
     affine_std: float = 0.05
     seed: int = 0
     bf16: bool = False
@@ -116,8 +118,11 @@ def train_step(
     side_A = torch.cat([batch.input_A, batch.loss_A], dim=1)
     side_B = torch.cat([batch.input_B, batch.loss_B], dim=1)
     if cfg.augment:
-        side_A, side_B = augment_pair(side_A, side_B, _seeded(cfg.seed, step, 1), cfg.affine_std)
+        side_A, side_B = augment_pair(
+            side_A, side_B, _seeded(cfg.seed, step, 1), cfg.affine_std, cfg.axis_permutation
+        )
     shape = tuple(side_A.shape[2:])
+    similarity = get_similarity(cfg.similarity, cfg.lncc_sigma)
     mine = list(range(rank, chunks, world))
     optimizer.zero_grad(set_to_none=True)
     totals = {"total": 0.0, "similarity": 0.0, "gradicon": 0.0, "folds_percent": 0.0}
@@ -128,7 +133,7 @@ def train_step(
         with autocast_context(device, cfg.bf16):
             fields_AB, fields_BA = model(a[:, :1], b[:, :1])
         terms = objective_from_maps(
-            DisplacementChain(fields_AB), DisplacementChain(fields_BA), a[:, :1], b[:, :1], cfg.similarity,
+            DisplacementChain(fields_AB), DisplacementChain(fields_BA), a[:, :1], b[:, :1], similarity,
             cfg.lmbda, loss_A=a[:, 1:2], loss_B=b[:, 1:2], noise=noise,
         )
         (terms.total / len(mine)).backward()

@@ -121,7 +121,8 @@ def io_settings(method):
     """The IO settings a method is evaluated in (baselines: w/o IO only)."""
     settings = EVALUATION.get("io", ["noio"])
     if method in network_methods():
-        return settings
+        own = VARIANTS.get(method, {}).get("io")
+        return settings if own is None else [s for s in settings if s in own]
     return [s for s in settings if s == "noio"]
 
 
@@ -188,6 +189,8 @@ def table_targets():
     return files + [
         f"{RESULTS}/tables/summary.csv",
         f"{RESULTS}/tables/published_vs_reproduced.md",
+        f"{RESULTS}/tables/claims.md",
+        f"{RESULTS}/tables/claims.csv",
     ]
 
 

@@ -3,6 +3,7 @@
 
 localrules:
     tables,
+    claims,
     summary,
 
 
@@ -42,6 +43,29 @@ rule tables:
         out_dir=lambda w, output: os.path.dirname(output.summary),
     script:
         "../scripts/tables.py"
+
+
+rule claims:
+    input:
+        eval_targets(),
+    output:
+        md=report(
+            f"{RESULTS}/tables/claims.md",
+            caption="../report/claims.rst",
+            category="Tables",
+            labels={"table": "the paper's findings"},
+        ),
+        csv=f"{RESULTS}/tables/claims.csv",
+    log:
+        f"{RESULTS}/logs/tables/claims.log",
+    conda:
+        "../../envs/mgicon.yaml"
+    params:
+        config=lambda w: {
+            k: config.get(k) for k in ("seed", "datasets", "variants", "evaluation")
+        },
+    script:
+        "../scripts/claims.py"
 
 
 rule figure_panels:

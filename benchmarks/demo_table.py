@@ -1,0 +1,63 @@
+"""The README's demo table from a run's ``results/tables/summary.csv``: every column without IO (mean over its pairs)
+for the identity, SyN and every variant, and the fraction of SyN's gain over the identity that the final
+multiGradICON reaches; then each network's gain from IO.
+
+    python benchmarks/demo_table.py [results/tables/summary.csv]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mgicon.tables.layout import IO_ORDER, LOWER_IS_BETTER, METRIC_LABELS, method_label  # noqa: E402
+
+BASELINES = ("identity", "syn")
+FINAL = "multigradicon"
+
+
+def _fmt(value: float, metric: str) -> str:
+    return "–" if pd.isna(value) else (f"{value:.2f}" if metric == "landmarks" else f"{value:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    summary = pd.read_csv(argv[0] if argv else "results/tables/summary.csv")
+    summary = summary[summary.metric != "negative_jacobian_percent"]
+    keys = ["table", "dataset", "column_label", "metric"]
+    noio = summary[summary.io == "noio"].pivot_table(index=keys, columns="method", values="mean", sort=False)
+    methods = [*BASELINES, *[m for m in summary.method.unique() if m not in BASELINES]]
+    head = ["table", "dataset", "pair", "metric", *[method_label(m) for m in methods], "share of SyN's gain"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (table, dataset, label, metric), row in noio.iterrows():
+        gain = row.get(FINAL, float("nan")) - row["identity"]
+        share = gain / (row["syn"] - row["identity"]) if row["syn"] != row["identity"] else float("nan")
+        cells = [table, dataset, label, METRIC_LABELS[metric], *[_fmt(row.get(m), metric) for m in methods],
+                 "–" if pd.isna(share) else f"{100 * share:.0f} %"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    print("\n".join(lines))
+    wide = summary.pivot_table(index=keys, columns=["method", "io"], values="mean", sort=False)
+    print()
+    print("| method | IO | columns where IO beats the same network w/o IO |")
+    print("|---|---|---|")
+    for method in methods:
+        if method in BASELINES:
+            continue
+        for io in IO_ORDER[1:]:
+            if (method, io) not in wide.columns:
+                continue
+            both = wide[[(method, io), (method, "noio")]].dropna()
+            better = [
+                (b < a) if LOWER_IS_BETTER[key[3]] else (b > a)
+                for key, (b, a) in zip(both.index, both.to_numpy())
+            ]
+            print(f"| {method_label(method)} | {io} | {sum(better)} of {len(better)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
