@@ -75,7 +75,8 @@ def test_finding_passes_or_fails_as_the_hand_built_cells_say(finding, cells, exp
 
 
 def test_comparison_reports_means_intervals_and_the_paired_test():
-    results = evaluate_findings(_study([40, 42, 41], [65, 66, 64], [50, 50, 50], [5, 5, 5]), columns_from_config(CONFIG))
+    rows = _study([40, 42, 41], [65, 66, 64], [50, 50, 50], [5, 5, 5])
+    results = evaluate_findings(rows, columns_from_config(CONFIG))
     (check,) = _status(results, "tab5-multi-beats-uni-multimodal").checks
     (c,) = check.comparisons  # the one multimodal Table 5 column that is not fat/water: brain T1w/T2w
     assert (c.column.dataset, c.column.moving, c.column.fixed) == ("brain", "t1w", "t2w")

@@ -33,7 +33,6 @@ import numpy as np
 import yaml
 
 from mgicon.tables.layout import (
-    IO_LABELS,
     IO_ORDER,
     LOWER_IS_BETTER,
     METRIC_LABELS,
@@ -201,14 +200,13 @@ def _sides(check: Check, groups: Mapping[str, Sequence[str]], present: set[str])
         return []
     out = []
     singles = [(m,) for m in chosen_a] if check.a.get("each") else [chosen_a]
+    same = check.b.get("method") == SAME
     for io in ios_a:
         for a_methods in singles:
-            b_methods = a_methods if check.b.get("method") == SAME else chosen_b
-            out.append((
-                Side(a_methods, io, label(check.a, a_methods)),
-                Side(b_methods, check.b["io"], label(check.b, b_methods) if check.b.get("method") != SAME
-                     else label(check.a, a_methods)),
-            ))
+            a = Side(a_methods, io, label(check.a, a_methods))
+            b = Side(a_methods, check.b["io"], a.label) if same else Side(chosen_b, check.b["io"],
+                                                                          label(check.b, chosen_b))
+            out.append((a, b))
     return out
 
 
@@ -426,6 +424,6 @@ def render_markdown(results: Sequence[FindingResult], with_published: bool = Fal
 
 
 __all__ = [
-    "CLAIM_COLUMNS", "FAIL", "IO_LABELS", "NA", "PASS", "Finding", "FindingResult", "claim_rows", "column_selected",
+    "CLAIM_COLUMNS", "FAIL", "NA", "PASS", "Finding", "FindingResult", "claim_rows", "column_selected",
     "evaluate_findings", "load_findings", "render_markdown",
 ]

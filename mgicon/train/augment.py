@@ -1,6 +1,7 @@
 """Training augmentation (upstream's ``augment``): per sample a random axis permutation with random flips, shared by
-both images of the pair (``permute=False`` leaves the axes as they are), then a small independent random affine per side (the identity plus ``affine_std``·N(0,1)
-on all 12 entries, translation in [−1,1] grid units), applied with trilinear sampling and border padding.
+both images of the pair (``permute=False`` leaves the axes as they are), then a small independent random affine
+per side (the identity plus ``affine_std``·N(0,1) on all 12 entries, translation in [−1,1] grid units), applied
+with trilinear sampling and border padding.
 
 The network input and the loss image of one side get the same transform, so they stay aligned.  Randomness comes
 from the ``torch.Generator`` passed in, so a step is repeatable.
