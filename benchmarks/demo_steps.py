@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_json  # noqa: E402
+from mgicon.config import load as load_config  # noqa: E402
 from mgicon.data.build import read_preprocessed  # noqa: E402
 from mgicon.data.manifest import read_csv  # noqa: E402
 from mgicon.data.registry import load_registry  # noqa: E402
@@ -41,15 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/benchmarks/demo_steps.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    overrides: dict = {}
     for item in args.set:
         key, _, value = item.partition("=")
         *parents, leaf = key.split(".")
-        node = config
+        node = overrides
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    results = Path(config.get("results", "results"))
+    config = load_config(args.config, overrides=overrides)
+    results = Path(config["results"])
     registry = load_registry(config["datasets"])
     with tempfile.TemporaryDirectory() as tmp:
         config["training"]["steps"]["stage1"] = args.steps
@@ -66,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             if "test" not in spec.stages:
                 continue
             pairs = select_pairs(read_csv(results / "pairs" / "test" / f"{name}.csv"), spec,
-                                 config.get("evaluation", {}).get("max_pairs"))
+                                 config["evaluation"]["max_pairs"])
             rows = evaluate_pairs(method, "noio", spec, pairs, read_preprocessed(results / "data" / name /
                                                                                  "preprocessed.csv"),
                                   Path(tmp) / f"{name}.csv")
-            key = "mtre" if spec.evaluation.get("metric") == "landmarks" else "dice"
+            key = "mtre" if spec.evaluation["metric"] == "landmarks" else "dice"
             for row in rows:
                 group = f"{name} {row['moving_modality']}/{row['fixed_modality']}" + (" masked" if row["masked"] == "1"
                                                                                      else "")

@@ -2,18 +2,36 @@
 
 A drop-in for upstream's ``unigradicon-register`` / ``-warp`` / ``-jacobian``: their underscore spellings
 (``--fixed_modality``, ``--transform_out``, ``--io_iterations None``, ``--network_weights``, …) are accepted.
-Bad input ends with one line on stderr naming the file and the problem, exit code 2, and no output file written:
-every output is staged in a temporary file and renamed into place only when all of them are complete.
+
+Nothing bad gets through, nothing is clobbered:
+
+* Any failure is one line on stderr naming the file (or option) and the problem, and exit code 2; no traceback
+  (``MGICON_DEBUG=1`` shows one for unexpected errors), and no warning of a library: Python warnings and logging
+  are off, ITK's warnings are off, and what native code (ITK, GDCM, MetaIO, torch's C++ core) writes to file
+  descriptor 2 goes to ``/dev/null`` while the command runs.
+* Every output path is checked before any work starts (:func:`check_outputs`): its folder exists or can be
+  created and is writable, it is not a folder nor an input nor another output, and its writer can write that kind
+  of output under that name.
+* Outputs are staged in private temporary folders beside their targets and committed all or nothing
+  (:class:`StagedOutputs`): a failed or interrupted run leaves every pre-existing output byte-identical.
+* SIGTERM ends a run like Ctrl-C: staged files are removed, one line, exit 143 (130 for SIGINT).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 USAGE_ERROR = 2
 
@@ -22,34 +40,242 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
         raise CliError(f"{self.prog}: {message}")
 
 
+# ------------------------------------------------------------------------------------------------- signals
+
+_deferring = 0  # > 0 inside _signals_deferred
+_pending: int | None = None  # a signal held back
+_committed = False  # whether this run of main committed outputs (a held-back signal is acted on after that)
+
+
+def _raise_for(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGINT → KeyboardInterrupt, SIGTERM → :class:`Terminated`; held back while :func:`_signals_deferred`."""
+    global _pending
+    if _deferring:
+        _pending = signum
+        return
+    _raise_for(signum)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM (as handled by :func:`main`) back until the block is done, then act on them."""
+    global _deferring, _pending
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            _raise_for(signum)
+
+
+@contextlib.contextmanager
+def _signal_handlers() -> Iterator[None]:
+    """Handle SIGINT and SIGTERM with :func:`_on_signal` (main thread only; ignored signals stay ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not signal.SIG_IGN:
+            previous[signum] = signal.SIG_DFL if handler is None else handler
+            signal.signal(signum, _on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+
+
 class StagedOutputs:
-    """Collects output files as temporary siblings; :meth:`commit` renames them all, :meth:`discard` removes them."""
+    """Output files written first into private temporary folders beside their targets.
+
+    :meth:`path` gives a path with the target's own name inside such a folder, so that a writer that adds
+    companion files (``.mhd`` + ``.zraw``, ``.hdr`` + ``.img``) names them as it would beside the target.
+    :meth:`commit` moves every staged file into place, or none; :meth:`discard` removes whatever is staged (and
+    the folders this object created for the targets).
+    """
 
     def __init__(self) -> None:
-        self._pending: list[tuple[Path, Path]] = []
+        self._staged: list[tuple[Path, Path]] = []  # (temporary folder, target)
+        self._created: list[Path] = []  # parent folders made for the targets, outermost first
 
     def path(self, final: str | os.PathLike) -> Path:
+        """A path to write the output ``final`` to (its parent folders are created if missing)."""
         final = Path(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        suffix = "".join(final.suffixes)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp{suffix}")
-        self._pending.append((tmp, final))
-        return tmp
+        missing = []
+        for folder in [final.parent, *final.parent.parents]:
+            if folder.exists():
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            folder.mkdir(exist_ok=True)
+            self._created.append(folder)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        self._staged.append((staging, final))
+        return staging / final.name
 
     def commit(self) -> None:
-        for tmp, final in self._pending:
-            os.replace(tmp, final)
-        self._pending.clear()
+        """Move every staged file into place, all or nothing.
+
+        Targets that exist are first moved aside (under unique names), then the staged files are moved in; on any
+        failure (or interruption) the new files are removed and every original is put back, byte-identical.  On
+        success the originals are deleted.  SIGINT/SIGTERM are held back until the commit is complete.
+
+        Raises:
+            CliError: two outputs would write the same file, or a target is a folder.
+            OSError: a move failed (everything is as it was before the commit).
+        """
+        global _committed
+        with _signals_deferred():
+            moves = [(f, final.parent / f.name) for staging, final in self._staged for f in sorted(staging.iterdir())]
+            targets = [os.path.abspath(t) for _, t in moves]
+            if len(set(targets)) != len(targets):
+                raise CliError(f"{next(t for t in targets if targets.count(t) > 1)}: two outputs write this file")
+            aside: list[tuple[Path, Path]] = []  # (where the original is kept, target)
+            placed: list[Path] = []
+            try:
+                for _, target in moves:
+                    if target.is_dir() and not target.is_symlink():
+                        raise CliError(f"{target}: is a folder; an output cannot replace it")
+                    if os.path.lexists(target):
+                        fd, keep = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".orig", dir=target.parent)
+                        os.close(fd)
+                        try:
+                            os.replace(target, keep)
+                        except BaseException:
+                            os.unlink(keep)
+                            raise
+                        aside.append((Path(keep), target))
+                for staged, target in moves:
+                    os.replace(staged, target)
+                    placed.append(target)
+            except BaseException:
+                self._roll_back(placed, aside)
+                raise
+            for keep, _ in aside:
+                with contextlib.suppress(OSError):
+                    keep.unlink()
+            _committed = True
+            self._created.clear()  # the folders now hold outputs
+            self.discard()
+
+    @staticmethod
+    def _roll_back(placed: Sequence[Path], aside: Sequence[tuple[Path, Path]]) -> None:
+        """Remove the new files in ``placed`` and put every original back."""
+        lost = []
+        for target in placed:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        for keep, target in reversed(aside):
+            try:
+                os.replace(keep, target)
+            except OSError:
+                lost.append(f"{target} is kept as {keep}")
+        if lost:
+            raise CliError(f"could not restore every original output: {'; '.join(lost)}")
 
     def discard(self) -> None:
-        for tmp, _ in self._pending:
-            tmp.unlink(missing_ok=True)
-        self._pending.clear()
+        """Remove every staged file and folder, and the target folders this object created (when empty)."""
+        for staging, _ in self._staged:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._staged.clear()
+        for folder in reversed(self._created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self._created.clear()
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_folder(where: str, folder: Path) -> None:
+    """``folder`` exists and is writable, or can be created."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CliError(f"{where}: {existing} is not a folder")
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise CliError(f"{where}: cannot create folder {folder} ({existing} is not writable)")
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mgicon-check.", dir=folder))
+    except OSError as exc:
+        raise CliError(f"{where}: folder {folder} is not writable ({exc.strerror or exc})") from None
+
+
+def check_outputs(
+    outputs: Sequence[tuple[str, str | None, str]], inputs: Sequence[tuple[str, str | None]]
+) -> None:
+    """Refuse, before any work, outputs that could not be written.
+
+    Args:
+        outputs: ``(option, path, kind)`` per output (``path`` None: not asked for); ``kind`` is a key of
+            :data:`mgicon.io.itk.OUTPUT_KINDS`.
+        inputs: ``(option, path)`` per input file.
+
+    Raises:
+        CliError: "OPTION PATH: problem" for an output that is an input or another output, a folder, or not a
+            regular file; whose folder is not writable and cannot be created; or whose name its writer cannot
+            write that kind of output to.
+    """
+    from mgicon.io import itk as itkio
+
+    seen: list[tuple[str, str]] = []
+    for option, path, kind in outputs:
+        if path is None:
+            continue
+        where = f"{option} {path}"
+        if not path.strip():
+            raise CliError(f"{option}: empty path")
+        target = Path(path)
+        for other_option, other in seen:
+            if _same_file(path, other):
+                raise CliError(f"{where}: the same file as {other_option}")
+        for in_option, in_path in inputs:
+            if in_path and _same_file(path, in_path):
+                raise CliError(f"{where}: the same file as the input {in_option}; it would be overwritten")
+        seen.append((option, path))
+        _check_folder(where, target.parent)
+        if target.is_dir():
+            raise CliError(f"{where}: is a folder")
+        if target.exists() and not target.is_file():
+            raise CliError(f"{where}: exists and is not a regular file")
+        problem = itkio.output_format_problem(target, kind)
+        if problem:
+            raise CliError(f"{where}: {problem}")
 
 
 def _io_iterations(value: str) -> int:
@@ -72,6 +298,10 @@ def _positive_float(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mgicon.config import schema_default  # the defaults of IO are the pipeline's (upstream's)
+
+    IO_STEPS = schema_default("evaluation.io_iterations")
+    IO_LEARNING_RATE = schema_default("evaluation.io_lr")
     parser = _Parser(prog="mgicon", description="multiGradICON registration of 3-D medical images.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -92,11 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--displacement-out", "--displacement_out", help="dense displacement in mm on the fixed grid (NIfTI vector image)")
     reg.add_argument("--learn2reg-displacement-out", help="dense displacement in fixed voxel units, Learn2Reg layout (x, y, z, 3)")
     reg.add_argument("--jacobian-out", help="Jacobian determinant of the transform on the fixed grid")
-    reg.add_argument("--io-iterations", "--io_iterations", type=_io_iterations, default=50,
-                     help="instance-optimization steps; 0 or None: no IO (default 50, as upstream)")
+    reg.add_argument("--io-iterations", "--io_iterations", type=_io_iterations, default=IO_STEPS,
+                     help=f"instance-optimization steps; 0 or None: no IO (default {IO_STEPS}, as upstream)")
     reg.add_argument("--io-sim", "--io_sim", choices=["lncc", "lncc2", "mind"], default=None,
                      help="IO similarity (default: lncc2 for multigradicon, else lncc)")
-    reg.add_argument("--io-lr", "--io_lr", type=_positive_float, default=2e-5, help="IO learning rate (default 2e-5)")
+    reg.add_argument("--io-lr", "--io_lr", type=_positive_float, default=IO_LEARNING_RATE,
+                     help=f"IO learning rate (default {IO_LEARNING_RATE:g})")
     reg.add_argument("--fixed-mask", "--fixed_mask", help="mask on the fixed grid: restricts the IO similarity")
     reg.add_argument("--moving-mask", "--moving_mask", help="mask on the moving grid: restricts the IO similarity")
     reg.add_argument("--input-masking", "--input_masking", action="store_true", help="also multiply the images by their masks")
@@ -107,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MRI normalisation quantiles (default: minimum and 99th percentile)")
     reg.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     reg.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
-    reg.add_argument("--seed", type=int, default=0, help="seed of the IO randomness (default 0)")
+    reg.add_argument("--seed", type=int, default=schema_default("seed"),
+                     help="seed of the IO randomness (default %(default)s)")
     reg.add_argument("--no-download", action="store_true", help="never download released weights")
 
     warp = sub.add_parser("warp", help="resample an image on the fixed grid through a transform")
@@ -126,15 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     jac.add_argument("--jacobian-out", "--jacob", dest="jacobian_out", required=True)
     jac.add_argument("--log-jacobian-out", "--log_jacob", dest="log_jacobian_out")
     return parser
-
-
-def _check_outputs(paths: Sequence[str | None], inputs: Sequence[str | None]) -> None:
-    given = [p for p in paths if p]
-    if len(set(map(os.path.abspath, given))) != len(given):
-        raise CliError("the same output path is given twice")
-    for p in given:
-        if any(i and os.path.abspath(i) == os.path.abspath(p) for i in inputs):
-            raise CliError(f"{p}: output would overwrite an input")
 
 
 def _load_model(args: argparse.Namespace):
@@ -159,18 +382,25 @@ def cmd_register(args: argparse.Namespace) -> None:
     from mgicon import register as reg
     from mgicon.io import itk as itkio
 
-    _check_outputs(
-        [args.transform_out, args.warped_moving_out, args.inverse_transform_out, args.displacement_out,
-         args.learn2reg_displacement_out, args.jacobian_out],
-        [args.fixed, args.moving, args.fixed_mask, args.moving_mask, args.model, args.network_weights],
+    check_outputs(
+        [("--transform-out", args.transform_out, "transform"),
+         ("--inverse-transform-out", args.inverse_transform_out, "transform"),
+         ("--warped-moving-out", args.warped_moving_out, "image"),
+         ("--displacement-out", args.displacement_out, "vector image"),
+         ("--learn2reg-displacement-out", args.learn2reg_displacement_out, "4-D image"),
+         ("--jacobian-out", args.jacobian_out, "image")],
+        [("--fixed", args.fixed), ("--moving", args.moving), ("--fixed-mask", args.fixed_mask),
+         ("--moving-mask", args.moving_mask), ("--model", args.model), ("--network-weights", args.network_weights)],
     )
     if (args.fixed_mask is None) != (args.moving_mask is None) and args.input_masking:
         raise CliError("--input-masking needs both --fixed-mask and --moving-mask")
     torch.manual_seed(args.seed)
     net = _load_model(args)
     shape = net.config.input_shape
-    fixed = reg.prepare(args.fixed, args.fixed_modality, shape, args.fixed_mask, args.input_masking, args.ct_window, args.quantile_range)
-    moving = reg.prepare(args.moving, args.moving_modality, shape, args.moving_mask, args.input_masking, args.ct_window, args.quantile_range)
+    fixed = reg.prepare(args.fixed, args.fixed_modality, shape, args.fixed_mask, args.input_masking, args.ct_window,
+                        args.quantile_range)
+    moving = reg.prepare(args.moving, args.moving_modality, shape, args.moving_mask, args.input_masking,
+                         args.ct_window, args.quantile_range)
     similarity = args.io_sim or ("lncc2" if args.model == "multigradicon" and not args.network_weights else "lncc")
     result = reg.register(
         net, moving, fixed, io_iterations=args.io_iterations, io_similarity=similarity, io_lr=args.io_lr,
@@ -189,7 +419,8 @@ def cmd_register(args: argparse.Namespace) -> None:
             if args.displacement_out:
                 itkio.write_image(itkio.as_float32_vectors(field), out.path(args.displacement_out), atomic=False)
             if args.learn2reg_displacement_out:
-                itkio.write_image(itkio.learn2reg_displacement(field), out.path(args.learn2reg_displacement_out), atomic=False)
+                itkio.write_image(itkio.learn2reg_displacement(field), out.path(args.learn2reg_displacement_out),
+                                  atomic=False)
             if args.jacobian_out:
                 itkio.write_image(itkio.jacobian_determinant(field), out.path(args.jacobian_out), atomic=False)
         out.commit()
@@ -200,7 +431,8 @@ def cmd_register(args: argparse.Namespace) -> None:
 def cmd_warp(args: argparse.Namespace) -> None:
     from mgicon.io import itk as itkio
 
-    _check_outputs([args.warped_moving_out], [args.fixed, args.moving, args.transform])
+    check_outputs([("--warped-moving-out", args.warped_moving_out, "image")],
+                  [("--fixed", args.fixed), ("--moving", args.moving), ("--transform", args.transform)])
     fixed = itkio.read_image(args.fixed, what="fixed image")
     moving = itkio.read_image(args.moving, what="moving image")
     transform = itkio.read_transform(args.transform) if args.transform else itkio.identity_transform()
@@ -217,7 +449,10 @@ def cmd_warp(args: argparse.Namespace) -> None:
 def cmd_jacobian(args: argparse.Namespace) -> None:
     from mgicon.io import itk as itkio
 
-    _check_outputs([args.jacobian_out, args.log_jacobian_out], [args.fixed, args.transform])
+    check_outputs(
+        [("--jacobian-out", args.jacobian_out, "image"), ("--log-jacobian-out", args.log_jacobian_out, "image")],
+        [("--fixed", args.fixed), ("--transform", args.transform)],
+    )
     fixed = itkio.read_image(args.fixed, what="fixed image")
     transform = itkio.read_transform(args.transform)
     det = itkio.jacobian_determinant(itkio.displacement_field(transform, fixed))
@@ -234,20 +469,110 @@ def cmd_jacobian(args: argparse.Namespace) -> None:
 COMMANDS = {"register": cmd_register, "warp": cmd_warp, "jacobian": cmd_jacobian}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from mgicon.io.itk import ImageError
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Only mgicon's own line reaches stderr: Python warnings and logging off, ITK warnings off, and file
+    descriptor 2 (where native code writes) on ``/dev/null``, while ``sys.stderr`` keeps the real stderr."""
+    import SimpleITK as sitk
 
+    itk_warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    logging_disabled = logging.root.manager.disable
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        stack.callback(logging.disable, logging_disabled)
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        stack.callback(sitk.ProcessObject.SetGlobalWarningDisplay, itk_warnings)
+        stack.enter_context(_native_stderr_to_devnull())
+        yield
+
+
+@contextlib.contextmanager
+def _native_stderr_to_devnull() -> Iterator[None]:
+    """Point file descriptor 2 at ``/dev/null``; ``sys.stderr``, when it wrote to descriptor 2, writes to a copy
+    of the real one meanwhile (replaced ``sys.stderr`` objects, e.g. pytest's, are left alone)."""
     try:
-        args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
-    except (CliError, ImageError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"mgicon: error: {message}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        print("mgicon: interrupted; no output written", file=sys.stderr)
-        return 130
-    return 0
+        sys.stderr.flush()
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # sys.stderr replaced by an object without a descriptor
+        python_on_fd2 = False
+    try:
+        saved = os.dup(2)
+    except OSError:  # descriptor 2 is closed: nothing to silence
+        yield
+        return
+    original = sys.stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        if python_on_fd2:  # Python's stderr writes to a copy of the real descriptor 2
+            sys.stderr = open(os.dup(saved), "w", encoding=original.encoding, errors="backslashreplace",
+                              buffering=1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        if sys.stderr is not original:
+            sys.stderr.close()
+            sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """mgicon's error types whose message names the file (or option) and the problem."""
+    from mgicon.io.itk import ImageError
+    from mgicon.network.checkpoint import CheckpointError
+    from mgicon.weights import WeightsError
+
+    return CliError, ImageError, CheckpointError, WeightsError
+
+
+def _describe(exc: Exception) -> str:
+    """One line for a failure: the message of mgicon's errors (they name the file), ``FILE: reason`` for OS
+    errors, else the exception type and message."""
+    if isinstance(exc, _user_errors()):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+        if exc.filename2 is not None:
+            text += f" (→ {exc.filename2})"
+    elif isinstance(exc, MemoryError):
+        text = "out of memory"
+    else:
+        text = f"unexpected {type(exc).__name__}: {exc} (MGICON_DEBUG=1 shows the traceback)"
+    text = " ".join(text.split())
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code: 0, 2 for any failure, 130 (SIGINT) or 143 (SIGTERM).
+
+    A failure prints one line on stderr.  ``MGICON_DEBUG=1`` keeps warnings and native output, and lets
+    unexpected errors end in their traceback.
+    """
+    global _committed
+    debug = os.environ.get("MGICON_DEBUG", "") not in ("", "0")
+    message = None
+    code = 0
+    _committed = False
+    with _signal_handlers(), (contextlib.nullcontext() if debug else _quiet()):
+        try:
+            args = build_parser().parse_args(argv)
+            COMMANDS[args.command](args)
+        except (KeyboardInterrupt, Terminated) as exc:
+            signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+            code = 128 + signum
+            outputs = "outputs written before it" if _committed else "outputs left as they were"
+            message = f"{'interrupted' if signum == signal.SIGINT else 'terminated'} by " \
+                      f"{signal.Signals(signum).name}; {outputs}"
+        except Exception as exc:
+            if debug and not isinstance(exc, _user_errors()):
+                raise
+            code, message = USAGE_ERROR, f"error: {_describe(exc)}"
+    if message:
+        print(f"mgicon: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

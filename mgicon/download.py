@@ -25,6 +25,19 @@ def sha256sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def partial_note(part: Path) -> str:
+    """What is left of an interrupted download, for an error message: `` (partial download kept in PART: N bytes,
+    resumed next time)`` when ``part`` holds data; otherwise ``""`` (an empty ``part`` is removed)."""
+    try:
+        have = part.stat().st_size
+    except OSError:
+        return ""
+    if have == 0:
+        part.unlink(missing_ok=True)
+        return ""
+    return f" (partial download kept in {part}: {have} bytes, resumed next time)"
+
+
 def download(
     url: str,
     target: str | os.PathLike,
@@ -34,14 +47,15 @@ def download(
 ) -> Path:
     """Download ``url`` to ``target``, resuming a previous partial download; verify ``size``/``sha256`` if given.
 
-    On a checksum or size mismatch the partial file is removed and :class:`DownloadError` raised.
+    On a checksum or size mismatch the partial file is removed and :class:`DownloadError` raised; when the
+    transfer fails, whatever arrived stays in ``TARGET.part`` for the next call to resume, and the message says so
+    only if there is such a file with data in it.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    kept = f"partial download kept in {part} and resumed next time"
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             resumed = have > 0 and response.status == 206
@@ -50,16 +64,17 @@ def download(
             with open(part, "ab" if resumed else "wb") as fh:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     fh.write(block)
-        if expected is not None and part.stat().st_size < expected:
-            raise DownloadError(f"{url}: connection closed at {part.stat().st_size} of {expected} bytes ({kept})")
+        got = part.stat().st_size
+        if expected is not None and got < expected:
+            raise DownloadError(f"{url}: connection closed at {got} of {expected} bytes{partial_note(part)}")
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # the part file is already complete
             pass
         else:
-            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}{partial_note(part)}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"{url}: {reason} ({kept})") from None
+        raise DownloadError(f"{url}: {reason}{partial_note(part)}") from None
     got = part.stat().st_size
     if size is not None and got != size:
         part.unlink(missing_ok=True)

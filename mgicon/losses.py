@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgicon.config import schema_default
 from mgicon.maps import DisplacementChain, identity_grid, warp
 
 Similarity = Callable[..., torch.Tensor]
 
-LNCC_SIGMA = 5.0
+LNCC_SIGMA = schema_default("training.lncc_sigma")  # voxels; upstream's 5
 LNCC_EPS = 1e-5
 GRADICON_DELTA = 1e-3
 GRADICON_LAMBDA = 1.5

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mgicon.config import schema_default
 from mgicon.losses import GRADICON_LAMBDA, Similarity, get_similarity, objective
 from mgicon.network.inference import autocast_context
 from mgicon.network.unet import UNet
 
-IO_LEARNING_RATE = 2e-5
-IO_STEPS = 50
+IO_LEARNING_RATE = schema_default("evaluation.io_lr")  # upstream's: Adam at 2e-5 for 50 steps
+IO_STEPS = schema_default("evaluation.io_iterations")
 
 
 @dataclass

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-DEFAULT_EXPERIMENT = "mgicon"
+from mgicon.config import schema_default, setting
+from mgicon.fsutil import atomic_write_text
+
+DEFAULT_EXPERIMENT = schema_default("tracking.experiment")
 
 
 class TrackingError(RuntimeError):
@@ -120,12 +122,8 @@ class Tracker:
 
     def write_run_file(self, path: str | os.PathLike, **extra: Any) -> None:
         """Write ``{"run_id": ..., "tracking_uri": ...}`` atomically (e.g. ``mlflow_run.json``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"run_id": self.run_id, "tracking_uri": self.uri, **extra}, fh, indent=2)
-        os.replace(tmp, path)
+        record = {"run_id": self.run_id, "tracking_uri": self.uri, **extra}
+        atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def config_tracker(
@@ -137,11 +135,11 @@ def config_tracker(
 ) -> Tracker:
     """A :class:`Tracker` on the store and experiment a pipeline config names (``tracking.uri``, default
     ``sqlite:///<results>/mlflow.db``; artifacts in ``<results>/mlartifacts``)."""
-    results = Path(config.get("results", "results"))
+    results = Path(setting(config, "results"))
     tracking = config.get("tracking") or {}
     return Tracker(
         tracking.get("uri") or default_uri(results), run_name, params=params, tags=tags,
-        experiment=tracking.get("experiment", DEFAULT_EXPERIMENT), artifact_root=results / "mlartifacts",
+        experiment=setting(config, "tracking.experiment"), artifact_root=results / "mlartifacts",
         run_id=run_id,
     )
 
@@ -149,10 +147,10 @@ def config_tracker(
 def ensure_experiment(config: Mapping[str, Any]) -> dict[str, str]:
     """Create the config's MLflow experiment if it is missing (once, before any job logs to it, so parallel jobs
     never race to create it); returns ``{"experiment_id", "name", "tracking_uri"}``."""
-    results = Path(config.get("results", "results"))
+    results = Path(setting(config, "results"))
     tracking = config.get("tracking") or {}
     uri = tracking.get("uri") or default_uri(results)
-    name = tracking.get("experiment", DEFAULT_EXPERIMENT)
+    name = setting(config, "tracking.experiment")
     check_reachable(uri)
     from mlflow.tracking import MlflowClient
 

@@ -67,3 +67,13 @@ class FileServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def closed_port_url(path: str = "/file") -> str:
+    """A URL on 127.0.0.1 at a port nobody listens on (bound, then released), so connecting is refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"

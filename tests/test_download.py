@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from mgicon.download import DownloadError, download
-from tests.http_server import FileServer
+from tests.http_server import FileServer, closed_port_url
 
 DATA = bytes(range(256)) * 4000  # ~1 MB
 
@@ -42,3 +42,18 @@ def test_http_error_names_the_url(tmp_path):
         with pytest.raises(DownloadError, match=r"/missing.bin: HTTP 404"):
             download(server.url("/missing.bin"), tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_server_claims_no_partial_file(tmp_path):
+    with pytest.raises(DownloadError) as err:
+        download(closed_port_url("/f.bin"), tmp_path / "f.bin")
+    assert "partial" not in str(err.value) and "kept" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_server_names_a_partial_file_that_is_kept(tmp_path):
+    part = tmp_path / "f.bin.part"
+    part.write_bytes(DATA[:1000])
+    with pytest.raises(DownloadError, match=r"partial download kept in .*f\.bin\.part: 1000 bytes"):
+        download(closed_port_url("/f.bin"), tmp_path / "f.bin")
+    assert part.read_bytes() == DATA[:1000]

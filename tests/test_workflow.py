@@ -1,5 +1,6 @@
 """The Snakemake workflow: lint and format, the data target on a micro synthetic config, a dry run of the paper."""
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,26 @@ def test_default_config_plans_every_variant(tmp_path):
         assert f"results/models/{variant}/stage1/final.pt" in out and f"results/models/{variant}/stage2/final.pt" in out
     assert "results/models/multigradicon/finetune/final.pt" in out
     assert "results/models/multigradicon-f/checkpoint.pt" in out
+
+
+def _planned_rules(run) -> list[str]:
+    return [line.split()[1].rstrip(":") for line in (run.stdout + run.stderr).splitlines() if line.startswith("rule ")]
+
+
+def test_baselines_do_not_rerun_for_network_settings(micro_data):
+    """A finished identity baseline stays finished when the networks' IO settings change, and reruns when its own
+    setting (the number of test pairs) does."""
+    config = yaml.safe_load((micro_data / "micro.yaml").read_text())
+    config["evaluation"] = {"baselines": ["identity"], "io": ["noio", "io-lncc2"], "figures": False}
+    (micro_data / "base.yaml").write_text(yaml.safe_dump(config))
+    tests = [n for n, d in MICRO["datasets"].items() if "test" in d["stages"]]
+    targets = [f"results/eval/identity/noio/{n}.csv" for n in tests]
+    run = _snakemake(micro_data, "--cores", "2", *targets, config=micro_data / "base.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for change, reruns in (({"io": ["noio"], "io_iterations": 3, "io_lr": 1e-3}, False), ({"max_pairs": 1}, True)):
+        changed = copy.deepcopy(config)
+        changed["evaluation"].update(change)
+        (micro_data / "changed.yaml").write_text(yaml.safe_dump(changed))
+        plan = _snakemake(micro_data, "-n", *targets, config=micro_data / "changed.yaml")
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        assert ("baseline" in _planned_rules(plan)) is reruns, plan.stdout[-2000:]

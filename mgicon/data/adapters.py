@@ -42,6 +42,7 @@ from mgicon.data.manifest import (
     resolve,
 )
 from mgicon.download import download, sha256sum
+from mgicon.fsutil import update_json
 
 LOCK_NAME = "downloads.lock.json"
 
@@ -60,7 +61,7 @@ def _row(dataset: str, subject: str, timepoint: str, modality: str, image: Path,
 
 def _split_of(subject: str, source: Mapping[str, Any]) -> str:
     test = set(map(str, source.get("test_subjects", [])))
-    return "test" if subject in test else source.get("split", "train")
+    return "test" if subject in test else source.get("split") or "train"
 
 
 # ------------------------------------------------------------------------------------------ template layout
@@ -170,6 +171,17 @@ def read_learn2reg(name: str, dataset_json: Path, layout: Mapping[str, Any], sou
 # ---------------------------------------------------------------------------------------------- downloads
 
 
+def record_download(lock_path: str | os.PathLike, url: str, sha256: str, size: int) -> dict:
+    """Record ``url``'s SHA-256 and size in the lock file unless one is recorded already (the first download's
+    record stands); return the recorded entry.  Safe for parallel jobs: the read-modify-write is serialised by a
+    file lock and written through a unique temporary file (:func:`mgicon.fsutil.update_json`)."""
+
+    def add(lock: dict) -> None:
+        lock.setdefault(url, {"sha256": sha256, "size": int(size)})
+
+    return update_json(lock_path, add)[url]
+
+
 def fetch_archive(name: str, source: Mapping[str, Any], resources: Path) -> Path:
     """Download (resumably) and extract a public archive once; the first download's SHA-256 is recorded in
     ``resources/downloads.lock.json`` and every later download must match it (or the published ``sha256``)."""
@@ -182,12 +194,10 @@ def fetch_archive(name: str, source: Mapping[str, Any], resources: Path) -> Path
     lock = json.loads(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else {}
     recorded = lock.get(url, {})
     archive = folder / Path(url.split("?")[0]).name
-    download(url, archive, sha256=source.get("sha256") or recorded.get("sha256"), size=source.get("size") or recorded.get("size"))
+    download(url, archive, sha256=source.get("sha256") or recorded.get("sha256"),
+             size=source.get("size") or recorded.get("size"))
     if url not in lock:
-        lock[url] = {"sha256": sha256sum(archive), "size": archive.stat().st_size}
-        tmp = lock_path.with_name(lock_path.name + ".tmp")
-        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, lock_path)
+        record_download(lock_path, url, sha256sum(archive), archive.stat().st_size)
     extract(archive, extracted)
     return extracted
 
@@ -215,7 +225,7 @@ def dataset_rows(name: str, source: Mapping[str, Any], resources: Path, work: Pa
         generator = source.get("name", name)
         if generator != name:  # another dataset drawn from the same generator: own folder, own subjects
             work = work / name
-        rows = syn.generate_dataset(generator, work, synthetic or {}, seed + int(source.get("seed_offset", 0)))
+        rows = syn.generate_dataset(generator, work, synthetic or {}, seed + int(source.get("seed_offset") or 0))
         files = (*FILE_COLUMNS, *GROUND_TRUTH_COLUMNS)
         return [{**r, **{k: str(work / r[k]) if r[k] else "" for k in files if k in r}, "dataset": name} for r in rows]
     if kind == "download":

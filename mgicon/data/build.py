@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from mgicon.config import setting
 from mgicon.data import adapters
 from mgicon.data.manifest import (
     COLUMNS,
@@ -65,9 +66,9 @@ def build_manifest(name: str, config: Mapping[str, Any], out: str | os.PathLike)
     """Write ``results/data/{name}/manifest.csv`` from the dataset's registry source."""
     out = Path(out)
     spec = load_registry(config["datasets"])[name]
-    resources = Path(config.get("resources", "resources"))
+    resources = Path(setting(config, "resources"))
     rows = adapters.dataset_rows(
-        name, spec.source, resources, resources, seed=int(config.get("seed", 0)), synthetic=config.get("synthetic")
+        name, spec.source, resources, resources, seed=int(setting(config, "seed")), synthetic=config.get("synthetic")
     )
     rows = [r for r in rows if r["modality"] in spec.modalities]
     if not rows:
@@ -102,7 +103,7 @@ def build_pair_list(
     """Write ``results/pairs/{stage}/{name}.csv``."""
     registry = load_registry(config["datasets"])
     weight = stage_weights(registry, stage)[name]
-    pairs = make_pairs(registry[name], read_preprocessed(preprocessed), stage, weight, int(config.get("seed", 0)))
+    pairs = make_pairs(registry[name], read_preprocessed(preprocessed), stage, weight, int(setting(config, "seed")))
     write_csv(pairs, out, TEST_COLUMNS if stage == "test" else PAIR_COLUMNS)
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from mgicon.fsutil import atomic_path
 
 COLUMNS = ("dataset", "subject", "timepoint", "modality", "image", "label", "landmarks", "mask", "split")
 FILE_COLUMNS = ("image", "label", "landmarks", "mask")  # the columns that name files
@@ -29,21 +30,13 @@ class ManifestError(ValueError):
 
 def write_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike, columns: Sequence[str]) -> None:
     """Write rows atomically (temporary file, then rename), with ``columns`` first and extra keys after."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = [k for row in rows for k in row if k not in columns]
     header = list(columns) + list(dict.fromkeys(extra))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=header, restval="")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
 def read_csv(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict[str, str]]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from math import comb
 from typing import Any, Mapping
 
+from mgicon.config import with_defaults
+
 STAGES = ("pretrain", "finetune", "test")
 PAIRINGS = ("intra", "inter", "atlas")
 INVERTED_CT = "1-ct"
@@ -33,17 +35,18 @@ class DatasetSpec:
     modalities: tuple[str, ...]
     pairing: str
     stages: tuple[str, ...]
-    label_randomization: bool = False
-    regions: int = 1
+    # the schema's defaults (mgicon/config.schema.yaml), filled in by load_registry
+    label_randomization: bool
+    regions: int
+    ct_inversion: bool
+    roi_mask: bool
+    max_pairs: int
+    evaluation: Mapping[str, Any]
+    table: int | None
+    paper: Mapping[str, Any]
+    source: Mapping[str, Any] = field(default_factory=dict)  # required by the schema; optional for tests
     anatomies: tuple[str, ...] = ()
-    ct_inversion: bool = False
-    roi_mask: bool = False
-    max_pairs: int = 4000
-    evaluation: Mapping[str, Any] = field(default_factory=dict)
-    table: int | None = None
     test_modality_pairs: tuple[tuple[str, str], ...] = ()
-    paper: Mapping[str, Any] = field(default_factory=dict)
-    source: Mapping[str, Any] = field(default_factory=dict)
 
     def modalities_in(self, stage: str) -> tuple[str, ...]:
         """Modalities drawn in ``stage``: inverted CT is an extra modality in pretraining only."""
@@ -62,7 +65,7 @@ def load_registry(datasets: Mapping[str, Mapping[str, Any]]) -> dict[str, Datase
     """Build the registry from the config's ``datasets`` mapping (name → entry)."""
     registry = {}
     for name, entry in datasets.items():
-        entry = dict(entry)
+        entry = with_defaults("datasets.*", entry, f"datasets.{name}")
         for key in ("modalities", "stages", "anatomies"):
             if key in entry:
                 entry[key] = tuple(entry[key])

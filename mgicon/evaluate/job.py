@@ -12,7 +12,7 @@ from mgicon.data.manifest import read_csv
 from mgicon.data.registry import load_registry
 from mgicon.evaluate.methods import Method, MethodError, make_method
 from mgicon.evaluate.runner import evaluate_pairs, summary_metrics, select_pairs
-from mgicon.losses import LNCC_SIGMA
+from mgicon.config import setting
 
 FIXED_METHODS = {"identity": "identity", "ground-truth": "ground-truth", "syn": "syn"}
 
@@ -21,7 +21,7 @@ def method_kind(config: Mapping[str, Any], method: str) -> str:
     """``identity``, ``ground-truth``, ``syn`` or ``network`` (a variant or a released checkpoint)."""
     if method in FIXED_METHODS:
         return FIXED_METHODS[method]
-    if method in config.get("variants", {}) or method in config.get("evaluation", {}).get("released", {}):
+    if method in config.get("variants", {}) or method in setting(config, "evaluation.released"):
         return "network"
     raise MethodError(f"method {method}: neither identity, ground-truth, syn, a variant nor a released checkpoint")
 
@@ -34,39 +34,39 @@ def released_checkpoint(config: Mapping[str, Any], method: str, allow_download: 
 
 
 def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.PathLike | None = None) -> Method:
-    """The method ``method`` with the settings of ``config["evaluation"]``; ``checkpoint`` for network methods
-    (default: the variant's ``results/models/{variant}/checkpoint.pt`` or the released file)."""
-    evaluation = config.get("evaluation", {})
+    """The method ``method`` with the settings of ``config["evaluation"]`` (schema defaults where the config, a
+    job's slice of the resolved one, lacks them); ``checkpoint`` for network methods (default: the variant's
+    ``results/models/{variant}/checkpoint.pt`` or the released file)."""
     kind = method_kind(config, method)
-    seed = int(config.get("seed", 0))
+    seed = int(setting(config, "seed"))
     if kind == "syn":
-        syn = evaluation.get("syn", {})
-        return make_method(method, "syn", seed=seed, deterministic=syn.get("deterministic", True),
-                           threads=syn.get("threads"))
+        return make_method(method, "syn", seed=seed, deterministic=bool(setting(config, "evaluation.syn.deterministic")),
+                           threads=setting(config, "evaluation.syn.threads"))
     if kind != "network":
         return make_method(method, kind)
-    released = evaluation.get("released", {}).get(method)
+    released = setting(config, "evaluation.released").get(method)
     input_shape = None
     if checkpoint is None:
         if released is not None:
             checkpoint = released_checkpoint(config, method)
         else:
-            checkpoint = Path(config.get("results", "results")) / "models" / method / "checkpoint.pt"
+            checkpoint = Path(setting(config, "results")) / "models" / method / "checkpoint.pt"
     if released is not None:  # a bare released state dict carries no grid: evaluate on the config's
-        input_shape = tuple(released.get("input_shape") or config["network"]["input_shape"])
+        input_shape = tuple(released.get("input_shape") or setting(config, "network.input_shape"))
     return make_method(
-        method, "network", checkpoint=checkpoint, device=evaluation.get("device", "cpu"),
-        io_iterations=evaluation.get("io_iterations", 50), io_lr=evaluation.get("io_lr", 2e-5), seed=seed,
-        bf16=bool(evaluation.get("bf16", False)), input_shape=input_shape,
-        io_lncc_sigma=float(evaluation.get("io_lncc_sigma", LNCC_SIGMA)),
+        method, "network", checkpoint=checkpoint, device=str(setting(config, "evaluation.device")),
+        io_iterations=int(setting(config, "evaluation.io_iterations")), io_lr=float(setting(config, "evaluation.io_lr")),
+        seed=seed, bf16=bool(setting(config, "evaluation.bf16")), input_shape=input_shape,
+        io_lncc_sigma=float(setting(config, "evaluation.io_lncc_sigma")),
     )
 
 
-def pair_cap(evaluation: Mapping[str, Any], io: str) -> int | None:
+def pair_cap(config: Mapping[str, Any], io: str) -> int | None:
     """Test pairs per modality pair: ``max_pairs``, or ``io_max_pairs`` under IO when set (IO costs far more)."""
-    if io != "noio" and evaluation.get("io_max_pairs") is not None:
-        return int(evaluation["io_max_pairs"])
-    return evaluation.get("max_pairs")
+    io_cap = setting(config, "evaluation.io_max_pairs")
+    if io != "noio" and io_cap is not None:
+        return int(io_cap)
+    return setting(config, "evaluation.max_pairs")
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,10 @@ def run_evaluation(
     from mgicon.tracking import config_tracker
 
     registry = load_registry(config["datasets"])
-    evaluation = config.get("evaluation", {})
     built = build_method(config, method, checkpoint)
     built.check_io(io)
     params = {"method": method, "kind": built.kind, "io": io, "datasets": sorted(datasets),
-              "fingerprint": built.fingerprint, "max_pairs": pair_cap(evaluation, io)}
+              "fingerprint": built.fingerprint, "max_pairs": pair_cap(config, io)}
     if built.kind == "network":
         params.update(checkpoint=str(built.checkpoint), io_iterations=built.io_iterations, io_lr=built.io_lr)
     tracker = config_tracker(config, f"eval-{method}-{io}", params=params,
@@ -105,7 +104,7 @@ def run_evaluation(
     try:
         for name, files in datasets.items():
             spec = registry[name]
-            pairs = select_pairs(read_csv(files.pairs_csv), spec, pair_cap(evaluation, io))
+            pairs = select_pairs(read_csv(files.pairs_csv), spec, pair_cap(config, io))
             log(f"{method} / {io} / {name}: {len(pairs)} pairs")
             rows = evaluate_pairs(built, io, spec, pairs, read_preprocessed(files.preprocessed_csv), files.out_csv,
                                   files.example_out, log)

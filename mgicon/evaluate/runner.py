@@ -50,7 +50,7 @@ def select_pairs(pair_rows: Sequence[Mapping[str, str]], spec: DatasetSpec, max_
             continue
         counts[modalities] = counts.get(modalities, 0) + 1
         chosen.append(row)
-    conditions = [bool(m) for m in spec.evaluation.get("masked", [False])]
+    conditions = [bool(m) for m in spec.evaluation["masked"]]
     return [{**row, "masked": "1" if masked else "0"} for masked in conditions for row in chosen]
 
 
@@ -99,7 +99,7 @@ def evaluate_pairs(
     partial = partial_path(out_csv)
     scans = _scans(preprocessed)
     labels = spec.evaluation.get("labels") or None
-    metric = spec.evaluation.get("metric", "dice")
+    metric = spec.evaluation["metric"]
     fingerprint = f"{method.fingerprint}:{io}"
     done: dict[tuple, dict] = {}
     if partial.is_file():

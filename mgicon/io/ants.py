@@ -199,6 +199,24 @@ def register(moving: sitk.Image, fixed: sitk.Image, outprefix: str | os.PathLike
     return AntsRun([files] if isinstance(files, str) else list(files), seconds)
 
 
+# The worker's program.  First it ties its life to its parent's (Linux: PR_SET_PDEATHSIG = SIGKILL, so that a
+# parent killed by any signal takes the worker with it; if the parent is already gone, it exits at once), then it
+# loads this file under another name (importing the mgicon package, and torch, would only cost start-up time) and
+# runs the job.  argv: this file, the job pickle, the parent's pid.
+_WORKER_CODE = """
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[3]):
+    sys.exit("mgicon ANTs worker: parent process is gone")
+import importlib.util
+spec = importlib.util.spec_from_file_location("_mgicon_ants_worker", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module._worker(sys.argv[2])
+"""
+
+
 def register_in_worker(moving: sitk.Image, fixed: sitk.Image, outprefix: str | os.PathLike, *, threads: int,
                        type_of_transform: str = "SyN", seed: int | None = None, **kwargs: Any) -> AntsRun:
     """:func:`register` in a fresh Python process whose ANTs uses exactly ``threads`` ITK threads (the only way
@@ -215,12 +233,11 @@ def register_in_worker(moving: sitk.Image, fixed: sitk.Image, outprefix: str | o
     env = dict(os.environ)
     env[_THREAD_VARIABLE] = str(int(threads))
     env[_THREAD_LIST_VARIABLE] = _THREAD_VARIABLE
-    # load this file under another name: importing the mgicon package (and torch) would only cost start-up time
-    code = ("import importlib.util, sys; "
-            "spec = importlib.util.spec_from_file_location('_mgicon_ants_worker', sys.argv[1]); "
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m._worker(sys.argv[2])")
-    proc = subprocess.run([sys.executable, "-c", code, os.path.abspath(__file__), os.fspath(job)], env=env,
-                          cwd=prefix.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # subprocess.run kills the worker when this process gets an exception (KeyboardInterrupt, a SIGTERM handler's
+    # exception); _WORKER_CODE makes it die with this process when this one is killed outright
+    proc = subprocess.run([sys.executable, "-c", _WORKER_CODE, os.path.abspath(__file__), os.fspath(job),
+                           str(os.getpid())], env=env, cwd=prefix.parent, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0 or not result.is_file():
         lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
         raise RuntimeError(f"ANTs registration worker failed (exit {proc.returncode}): "

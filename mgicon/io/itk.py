@@ -16,22 +16,296 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import struct
 import tempfile
-from contextlib import contextmanager
+import zlib
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, NamedTuple, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+
+from mgicon.fsutil import atomic_path  # noqa: F401  (re-exported: mgicon.io.itk.atomic_path is used by callers)
 
 
 class ImageError(ValueError):
     """An input file that cannot be used; the message names the file and the problem."""
 
 
+# ------------------------------------------------------------------------------------- complete image data
+# ITK reads a NIfTI file whose voxel data stop early (a cut download, a full disk) without complaint, filling the
+# rest with zeros.  Before reading, the data a file's header promises are compared with the data it holds: the
+# whole of a gzip stream is inflated (a truncated or corrupt stream is an error), and NIfTI-1/-2, MetaImage and
+# NRRD headers give the byte count.  Anything this check does not understand is left to ITK.
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+_HEAD = 64 * 1024  # text headers (MetaImage, NRRD) are looked for in the first 64 KiB
+_MET_SIZES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4,
+    "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}
+_NRRD_SIZES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
+                     "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t",
+                     "float"), 4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
+                     "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64",
+                     "uint64_t", "double"), 8),
+}
+
+
+class _Inflated(NamedTuple):
+    """What a compressed stream holds: its size, its first bytes, and why it is not whole (None: it is)."""
+
+    size: int
+    head: bytes
+    problem: str | None
+
+
+def _inflate(fh: BinaryIO, gzip_file: bool = True, keep: int = 540) -> _Inflated:
+    """Inflate the rest of ``fh`` to its end without keeping it (only its first ``keep`` bytes): a gzip file (all
+    its members, trailers checked) or, with ``gzip_file=False``, one zlib or gzip stream.  ``problem`` is
+    ``"truncated"`` when the data end before the stream's end marker, else a description of corrupt data."""
+    wbits = 31 if gzip_file else 47
+    size, head, d = 0, b"", zlib.decompressobj(wbits)
+    try:
+        while True:
+            data = d.unconsumed_tail or fh.read(_CHUNK)
+            if not data:
+                return _Inflated(size, head, "truncated")
+            chunk = d.decompress(data, _CHUNK)
+            size, head = size + len(chunk), head if len(head) >= keep else (head + chunk)[:keep]
+            if not d.eof:
+                continue
+            if not gzip_file:
+                return _Inflated(size, head, None)
+            rest = d.unused_data
+            while len(rest) < 2 and (more := fh.read(_CHUNK)):
+                rest += more
+            if rest.startswith(_GZIP_MAGIC):  # another gzip member
+                fh.seek(-len(rest), os.SEEK_CUR)
+                d = zlib.decompressobj(wbits)
+                continue
+            while rest:  # zero padding is allowed after the last member, nothing else
+                if rest.strip(b"\0"):
+                    return _Inflated(size, head, "corrupt compressed data: bytes after the end of the gzip stream")
+                rest = fh.read(_CHUNK)
+            return _Inflated(size, head, None)
+    except zlib.error as exc:
+        return _Inflated(size, head, f"corrupt compressed data: {exc}")
+
+
+def _nifti_layout(head: bytes) -> tuple[bool, int, int] | None:
+    """``(single_file, vox_offset, data_bytes)`` from a NIfTI-1/-2 (or Analyze) header in either byte order, or
+    None when ``head`` is not one that can be understood."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:  # NIfTI-1 / Analyze 7.5
+            dims = struct.unpack(order + "8h", head[40:56])
+            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            offset = struct.unpack(order + "f", head[108:112])[0]
+            single, minimum = head[344:348] == b"n+1\0", 352
+        elif len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:  # NIfTI-2
+            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            dims = struct.unpack(order + "8q", head[16:80])
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            single, minimum = head[4:8] == b"n+2\0", 544
+        else:
+            continue
+        if not 1 <= dims[0] <= 7 or min(dims[1:dims[0] + 1]) < 1 or bitpix <= 0 or not math.isfinite(offset):
+            return None
+        offset = int(offset)
+        if single and offset < minimum:
+            return None
+        return single, offset, -(-math.prod(dims[1:dims[0] + 1]) * bitpix // 8)
+    return None
+
+
+def _truncated(path: Path, what: str, have: int, need: int, kind: str = "image data") -> ImageError:
+    return ImageError(f"{path}: {what} is truncated ({max(have, 0)} of {need} bytes of {kind})")
+
+
+def _check_data_file(what: str, data: Path, offset: int, need: int) -> None:
+    """The NIfTI/Analyze voxel file ``data`` (plain or gzip) holds ``need`` bytes after ``offset``."""
+    with open(data, "rb") as fh:
+        if fh.read(2) == _GZIP_MAGIC:
+            fh.seek(0)
+            inflated = _inflate(fh, keep=0)
+            if inflated.problem not in (None, "truncated"):
+                raise ImageError(f"{data}: cannot read {what} ({inflated.problem})")
+            if inflated.problem or inflated.size - offset < need:
+                raise _truncated(data, what, inflated.size - offset, need)
+        elif os.fstat(fh.fileno()).st_size - offset < need:
+            raise _truncated(data, what, os.fstat(fh.fileno()).st_size - offset, need)
+
+
+def _check_metaimage(path: Path, what: str, head: bytes, size: int) -> None:
+    """A MetaImage (.mha/.mhd) holds the bytes its header promises (local or in its data file)."""
+    fields: dict[str, str] = {}
+    end = None
+    position = 0
+    for line in head.splitlines(keepends=True):
+        position += len(line)
+        key, sep, value = line.decode("latin-1").partition("=")
+        if not sep:
+            return
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            end = position
+            break
+    if end is None:
+        return
+    try:
+        dims = [int(v) for v in fields["DimSize"].split()]
+        count = math.prod(dims) * int(fields.get("ElementNumberOfChannels", "1"))
+        need = count * _MET_SIZES[fields["ElementType"]]
+        compressed = fields.get("CompressedData", "False").lower() == "true"
+        packed = int(fields["CompressedDataSize"]) if "CompressedDataSize" in fields else None
+        skip = int(fields.get("HeaderSize", "0"))
+    except (KeyError, ValueError):
+        return
+    name = fields["ElementDataFile"]
+    if name == "LOCAL":
+        data, offset = path, end
+    elif name.upper() == "LIST" or "%" in name or " " in name:
+        return
+    else:
+        data, offset = path.parent / name, max(skip, 0)
+        if not data.is_file():
+            raise ImageError(f"{path}: the data file of this {what}, {data}, does not exist")
+        size = data.stat().st_size
+    if not compressed:
+        if size - offset < need:
+            raise _truncated(path, what, size - offset, need)
+        return
+    if packed is not None and size - offset < packed:
+        raise _truncated(path, what, size - offset, packed, "compressed image data")
+    with open(data, "rb") as fh:
+        fh.seek(offset)
+        inflated = _inflate(fh, gzip_file=False, keep=0)
+    if inflated.problem not in (None, "truncated"):
+        raise ImageError(f"{path}: cannot read {what} ({inflated.problem})")
+    if inflated.problem or inflated.size < need:
+        raise _truncated(path, what, inflated.size, need)
+
+
+def _check_nrrd(path: Path, what: str, head: bytes, size: int) -> None:
+    """A NRRD (.nrrd/.nhdr) with raw or gzip encoding holds the bytes its header promises."""
+    lines = head.splitlines(keepends=True)
+    fields: dict[str, str] = {}
+    end = None
+    position = len(lines[0])
+    for line in lines[1:]:
+        position += len(line)
+        text = line.decode("latin-1").strip()
+        if not text:
+            end = position
+            break
+        if not text.startswith("#") and ":=" not in text:
+            key, _, value = text.partition(":")
+            fields[key.strip().lower().replace(" ", "")] = value.strip()
+    try:
+        need = math.prod(int(v) for v in fields["sizes"].split()) * _NRRD_SIZES[fields["type"].lower()]
+        skip = max(int(fields.get("byteskip", "0")), 0)
+        line_skip = int(fields.get("lineskip", "0"))
+    except (KeyError, ValueError):
+        return
+    encoding = fields.get("encoding", "").lower()
+    if line_skip != 0 or encoding not in {"raw", "gzip", "gz"}:
+        return
+    name = fields.get("datafile")
+    if name is None:
+        if end is None:
+            return
+        data, offset = path, end
+    elif name.upper().startswith("LIST") or " " in name or "%" in name:
+        return
+    else:
+        data, offset = path.parent / name, 0
+        if not data.is_file():
+            raise ImageError(f"{path}: the data file of this {what}, {data}, does not exist")
+        size = data.stat().st_size
+    if encoding == "raw":
+        if size - offset - skip < need:
+            raise _truncated(path, what, size - offset - skip, need)
+        return
+    with open(data, "rb") as fh:
+        fh.seek(offset)
+        inflated = _inflate(fh, keep=0)
+    if inflated.problem not in (None, "truncated"):
+        raise ImageError(f"{path}: cannot read {what} ({inflated.problem})")
+    if inflated.problem or inflated.size - skip < need:
+        raise _truncated(path, what, inflated.size - skip, need)
+
+
+def check_image_data(path: str | os.PathLike, what: str = "image") -> None:
+    """Check that the image file ``path`` holds the voxel data its header promises, whole.
+
+    Understood: NIfTI-1/-2 (``.nii``, ``.nii.gz``, ``.hdr`` + ``.img``), MetaImage (``.mha``, ``.mhd`` + data file),
+    NRRD (raw or gzip encoding, attached or detached), and any gzip file, which is inflated to its end.  Other
+    formats and headers this check does not understand pass, and are left to ITK.
+
+    Raises:
+        ImageError: "PATH: WHAT is truncated (N of M bytes of image data)", a missing data file, or corrupt
+            compressed data.
+        OSError: the file cannot be opened.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(_HEAD)
+        size = os.fstat(fh.fileno()).st_size
+        inflated = None
+        if head.startswith(_GZIP_MAGIC):
+            fh.seek(0)
+            inflated = _inflate(fh)
+    if inflated is not None:
+        layout = _nifti_layout(inflated.head)
+        short = layout is not None and layout[0] and inflated.size - layout[1] < layout[2]
+        if inflated.problem not in (None, "truncated"):
+            raise ImageError(f"{path}: cannot read {what} ({inflated.problem})")
+        if short:
+            raise _truncated(path, what, inflated.size - layout[1], layout[2])
+        if inflated.problem:
+            raise ImageError(f"{path}: {what} is truncated (its gzip stream ends after {inflated.size} bytes, "
+                             "before its end marker)")
+        return
+    layout = _nifti_layout(head)
+    if layout is not None:
+        single, offset, need = layout
+        if single:
+            if size - offset < need:
+                raise _truncated(path, what, size - offset, need)
+            return
+        name = path.name.lower()
+        stem = path.name[:-7] if name.endswith(".hdr.gz") else path.name[:-4] if name.endswith(".hdr") else None
+        for data in () if stem is None else (path.with_name(stem + ".img"), path.with_name(stem + ".img.gz")):
+            if data.is_file():
+                _check_data_file(what, data, offset, need)
+                return
+        return
+    if head.startswith(b"NRRD"):
+        _check_nrrd(path, what, head, size)
+    elif path.name.lower().endswith((".mha", ".mhd")):
+        _check_metaimage(path, what, head, size)
+
+
 # --------------------------------------------------------------------------------------------------- reading
+
+
+def _itk_reason(exc: RuntimeError) -> str:
+    """The reason in a SimpleITK exception's message, without source locations and object addresses."""
+    for line in str(exc).splitlines():
+        match = re.search(r"(?:ITK ERROR|itk::ERROR|sitk::ERROR):\s*(?:(\w+)\(0x[0-9a-fA-F]+\):\s*)?(.*)", line)
+        if match and match.group(2).strip():
+            reason = match.group(2).strip()
+            return (f"{match.group(1)}: {reason}" if match.group(1) else reason)[:160]
+    return "unreadable"
 
 
 def read_image(path: str | os.PathLike, *, what: str = "image") -> sitk.Image:
@@ -48,12 +322,14 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> sitk.Image:
             reader.SetFileNames(names)
             image = reader.Execute()
         else:
+            check_image_data(path, what)
             image = sitk.ReadImage(str(path))
     except ImageError:
         raise
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     except RuntimeError as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines() if "Unable" in ln or "rror" in ln), "unreadable")
-        raise ImageError(f"{path}: cannot read {what} ({first[:160]})") from None
+        raise ImageError(f"{path}: cannot read {what} ({_itk_reason(exc)})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"{path}: {what} has {image.GetNumberOfComponentsPerPixel()} components per voxel, need 1")
     dim = image.GetDimension()
@@ -139,23 +415,6 @@ def is_label_image(image: sitk.Image) -> bool:
 # --------------------------------------------------------------------------------------------------- writing
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffixes, so writers pick the same format); on success
-    rename it onto ``path``, on failure remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def write_image(image: sitk.Image, path: str | os.PathLike, atomic: bool = True) -> None:
     """Write an image (format from the suffix), through a temporary file unless the caller stages it."""
     if not atomic:
@@ -166,12 +425,77 @@ def write_image(image: sitk.Image, path: str | os.PathLike, atomic: bool = True)
 
 
 def write_transform(transform: sitk.Transform, path: str | os.PathLike, atomic: bool = True) -> None:
-    """Write an ITK transform file (.h5/.hdf5/.tfm), through a temporary file unless the caller stages it."""
+    """Write an ITK transform file (:data:`TRANSFORM_SUFFIXES`), through a temporary file unless the caller
+    stages it."""
     if not atomic:
         sitk.WriteTransform(transform, str(path))
         return
     with atomic_path(path) as tmp:
         sitk.WriteTransform(transform, str(tmp))
+
+
+# The transforms mgicon writes are composites holding a displacement field: only HDF5 and ITK's text format store
+# them (ITK's .mat writes a file it cannot read back; MINC .xfm drops the field and adds a _grid_0.mnc file).
+TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt")
+# formats offered when an image suffix cannot be written (each is test-written before it is offered)
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".gipl", ".h5", ".vtk", ".tif", ".mrc")
+OUTPUT_KINDS = {
+    "transform": "an ITK transform", "image": "a 3-D image", "vector image": "a 3-D vector image",
+    "4-D image": "a 4-D image",
+}
+
+
+def _output_sample(kind: str) -> sitk.Image | sitk.Transform:
+    """A tiny object of the given output kind, of the types mgicon writes."""
+    if kind == "transform":
+        field = sitk.Image([2, 2, 2], sitk.sitkVectorFloat64, 3)
+        composite = sitk.CompositeTransform(3)
+        composite.AddTransform(sitk.AffineTransform(3))
+        composite.AddTransform(sitk.DisplacementFieldTransform(field))
+        composite.AddTransform(sitk.AffineTransform(3))
+        return composite
+    if kind == "vector image":
+        return sitk.Image([2, 2, 2], sitk.sitkVectorFloat32, 3)
+    if kind == "4-D image":
+        return sitk.Image([2, 2, 2, 3], sitk.sitkFloat32)
+    if kind == "image":
+        return sitk.Image([2, 2, 2], sitk.sitkFloat32)
+    raise ValueError(f"unknown output kind {kind!r}; choose from {sorted(OUTPUT_KINDS)}")
+
+
+def _suffix_label(name: str) -> str:
+    suffixes = Path(name).suffixes
+    if not suffixes:
+        return "a file without a suffix"
+    last = "".join(suffixes[-2:]) if suffixes[-1].lower() == ".gz" and len(suffixes) > 1 else suffixes[-1]
+    return f"a {last} file"
+
+
+def _can_write(name: str, kind: str, sample: sitk.Image | sitk.Transform) -> bool:
+    if kind == "transform" and not name.lower().endswith(TRANSFORM_SUFFIXES):
+        return False
+    with tempfile.TemporaryDirectory(prefix="mgicon-format-") as folder:
+        try:
+            if kind == "transform":
+                sitk.WriteTransform(sample, os.path.join(folder, name))
+            else:
+                sitk.WriteImage(sample, os.path.join(folder, name), useCompression=True)
+        except RuntimeError:
+            return False
+    return True
+
+
+def output_format_problem(path: str | os.PathLike, kind: str) -> str | None:
+    """Why an output of ``kind`` (a key of :data:`OUTPUT_KINDS`) cannot be written under ``path``'s name, or None
+    when it can: a tiny one is written under the same name in a temporary folder, by the writer mgicon uses
+    (transforms must also have one of :data:`TRANSFORM_SUFFIXES`).  Nothing is written beside ``path``."""
+    name = Path(path).name
+    sample = _output_sample(kind)
+    if _can_write(name, kind, sample):
+        return None
+    candidates = TRANSFORM_SUFFIXES if kind == "transform" else IMAGE_SUFFIXES
+    usable = [s for s in candidates if _can_write("probe" + s, kind, sample)]
+    return f"cannot write {OUTPUT_KINDS[kind]} to {_suffix_label(name)} (use {', '.join(usable) or 'another name'})"
 
 
 def read_transform(path: str | os.PathLike) -> sitk.Transform:
@@ -334,3 +658,19 @@ def warp_image(
         nearest = is_label_image(image)
     interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
     return sitk.Resample(image, reference, transform, interpolator, 0.0, image.GetPixelID())
+
+
+def read_header(path: str | os.PathLike) -> sitk.ImageFileReader:
+    """The geometry of an image file (size, spacing, origin, direction) without reading its voxels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise ImageError(f"{path}: not a readable image") from None
+    return reader
+
+
+def same_geometry(a: str | os.PathLike, b: str | os.PathLike, tol: float = 1e-4) -> bool:
+    """Whether two image files share their grid (:func:`same_grid`), from their headers alone."""
+    return same_grid(read_header(a), read_header(b), tol)

@@ -75,6 +75,24 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], input_shape=(175, 175, 
     return config
 
 
+def _stored_config(path: Path, payload: Mapping[str, Any]) -> NetworkConfig:
+    """The network config of an mgicon checkpoint's payload.
+
+    Raises:
+        CheckpointError: naming ``path``, when the ``config`` entry is missing, not a mapping, or not a valid
+            :class:`NetworkConfig` (unknown keys, bad values).
+    """
+    if "config" not in payload:
+        raise CheckpointError(f"{path}: mgicon checkpoint has no 'config' entry (the network it holds is unknown)")
+    config = payload["config"]
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{path}: the checkpoint's 'config' entry is a {type(config).__name__}, not a mapping")
+    try:
+        return NetworkConfig.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's network config is not valid ({exc})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint file: returns ``{"config": NetworkConfig, "state_dict": ..., **extra}``."""
     path = Path(path)
@@ -90,7 +108,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if payload.get("version") != VERSION:
             raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported")
         out = dict(payload)
-        out["config"] = NetworkConfig.from_dict(payload["config"])
+        out["config"] = _stored_config(path, payload)
+        if not isinstance(payload.get("state_dict"), Mapping):
+            raise CheckpointError(f"{path}: mgicon checkpoint has no 'state_dict' entry (a mapping of weights)")
         return out
     try:
         config = infer_config(payload)
@@ -112,7 +132,10 @@ def load_network(
     config: NetworkConfig = ckpt["config"]
     if input_shape is not None:
         config = config.replace(input_shape=tuple(input_shape))
-    net = RegistrationNetwork(config)
+    try:
+        net = RegistrationNetwork(config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot build the network its config describes ({exc})") from None
     try:
         net.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:

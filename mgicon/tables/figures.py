@@ -18,7 +18,7 @@ Conventions (stated once here):
   field on the fixed grid); folds are ``J ≤ 0``.
 * matplotlib is imported only inside the plotting functions (it belongs to the ``workflow`` extra) and is used
   through :class:`matplotlib.figure.Figure` (Agg canvas), so no global backend is switched.  Files are written
-  atomically through :func:`mgicon.io.itk.atomic_path`.
+  atomically through :func:`mgicon.fsutil.atomic_path`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from mgicon.io.itk import atomic_path, displacement_field, index_to_physical, jacobian_determinant, to_array, warp_image
+from mgicon.fsutil import atomic_path
+from mgicon.io.itk import displacement_field, index_to_physical, jacobian_determinant, to_array, warp_image
 
 if TYPE_CHECKING:  # type hints only; SimpleITK calls live in mgicon.io.itk
     import SimpleITK as sitk

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mgicon.config import setting
 from mgicon.data.registry import load_registry
 from mgicon.tables.stats import bootstrap_ci, paired_test
 
@@ -127,16 +128,16 @@ def columns_from_config(config: Mapping[str, Any]) -> list[Column]:
     for spec in load_registry(config.get("datasets", {})).values():
         if "test" not in spec.stages:
             continue
-        evaluation = dict(spec.evaluation or {})
+        evaluation = spec.evaluation
         overrides = evaluation.get("tables") or {}
-        metric = evaluation.get("metric", "dice")
+        metric = evaluation["metric"]
         for moving, fixed in spec.modality_pairs():
             table = overrides.get(f"{moving}/{fixed}", spec.table)
             if table is None:
                 continue
-            for masked in evaluation.get("masked", [False]):
+            for masked in evaluation["masked"]:
                 columns.append(Column(int(table), spec.name, moving, fixed, bool(masked), metric))
-    order = {int(t): list(names) for t, names in ((config.get("evaluation") or {}).get("column_order") or {}).items()}
+    order = {int(t): list(names) for t, names in setting(config, "evaluation.column_order").items()}
     for table, names in order.items():
         present = {c.dataset for c in columns if c.table == table}
         unknown = [n for n in names if n not in present]

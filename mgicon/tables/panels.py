@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from mgicon.config import setting
 from mgicon.data.build import read_preprocessed
 from mgicon.data.manifest import read_csv
 from mgicon.data.registry import load_registry
@@ -28,7 +29,7 @@ def example_panels(
 ) -> Path:
     """Draw ``dataset``'s example pair under each method's saved transform (method → ``.example.h5``)."""
     spec = load_registry(config["datasets"])[dataset]
-    pairs = select_pairs(read_csv(pairs_csv), spec, config.get("evaluation", {}).get("max_pairs"))
+    pairs = select_pairs(read_csv(pairs_csv), spec, setting(config, "evaluation.max_pairs"))
     pair = example_pair(pairs)
     if pair is None:
         raise ValueError(f"{pairs_csv}: no test pair to draw")

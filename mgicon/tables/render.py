@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from mgicon.data.manifest import write_csv
+from mgicon.fsutil import atomic_write_text
 from mgicon.tables.layout import (
     JACOBIAN,
     METRIC_LABELS,
@@ -36,18 +36,9 @@ CAPTION = (
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` (UTF-8) atomically (:func:`mgicon.fsutil.atomic_write_text`); return the path."""
+    atomic_write_text(path, text)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------ number formats

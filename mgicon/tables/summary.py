@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mgicon.data.manifest import read_csv
-from mgicon.io.itk import atomic_path
+from mgicon.fsutil import atomic_path
 
 
 def _table_preview(path: Path) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mgicon.data.registry import load_registry, stage_weights
-from mgicon.losses import LNCC_SIGMA
+from mgicon.config import resolve
 from mgicon.train.data import TrainingData
 from mgicon.train.loop import TrainConfig, _rank_world, train
 
@@ -33,27 +33,27 @@ def variant_weights(config: Mapping[str, Any], variant: str, stage: str) -> dict
 
 
 def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from: str | None) -> TrainConfig:
-    training = dict(config.get("training", {}))
+    """The training job of ``stage`` of ``variant``, every setting read from the (resolved) ``config``."""
+    config = resolve(config, check_files=False)
+    training = config["training"]
     spec = config["variants"][variant]
-    network = {**config["network"], "include_last_step": stage != "stage1"}
-    steps = training.get("steps", {}).get(stage, 100)
     return TrainConfig(
-        network=network,
-        similarity=spec.get("similarity", "lncc2"),
-        lncc_sigma=float(training.get("lncc_sigma", LNCC_SIGMA)),
-        lr=float(training.get("lr", 5e-5)),
-        batch_size=int(training.get("batch_size", 4)),
-        device_batch=training.get("device_batch"),
-        steps=int(steps),
-        checkpoint_every=int(training.get("checkpoint_every", 50)),
-        log_every=int(training.get("log_every", 1)),
-        augment=bool(training.get("augment", True)),
-        axis_permutation=bool(training.get("axis_permutation", True)),
-        affine_std=float(training.get("affine_std", 0.05)),
-        seed=int(config.get("seed", 0)),
-        bf16=bool(training.get("bf16", False)),
-        channels_last=bool(training.get("channels_last", False)),
-        device=str(training.get("device", "cpu")),
+        network={**config["network"], "include_last_step": stage != "stage1"},
+        similarity=spec["similarity"],
+        lncc_sigma=float(training["lncc_sigma"]),
+        lr=float(training["lr"]),
+        batch_size=int(training["batch_size"]),
+        device_batch=training["device_batch"],
+        steps=int(training["steps"][stage]),
+        checkpoint_every=int(training["checkpoint_every"]),
+        log_every=int(training["log_every"]),
+        augment=bool(training["augment"]),
+        axis_permutation=bool(training["axis_permutation"]),
+        affine_std=float(training["affine_std"]),
+        seed=int(config["seed"]),
+        bf16=bool(training["bf16"]),
+        channels_last=bool(training["channels_last"]),
+        device=str(training["device"]),
         init_from=init_from,
     )
 
@@ -72,14 +72,15 @@ def run_stage(
     from mgicon.tracking import config_tracker
 
     out_dir = Path(out_dir)
+    config = resolve(config, check_files=False)
     spec = config["variants"][variant]
     cfg = stage_config(config, variant, stage, init_from)
     weights = variant_weights(config, variant, stage)
     registry = load_registry(config["datasets"])
     data = TrainingData(
         STAGE_DATA[stage], registry, weights, preprocessed, pair_lists,
-        randomization=spec.get("randomization", "B"), modalities=spec.get("modalities", "all"), seed=cfg.seed,
-        inputs_from_loss=bool(spec.get("erratum", False)),
+        randomization=spec["randomization"], modalities=spec["modalities"], seed=cfg.seed,
+        inputs_from_loss=bool(spec["erratum"]),
     )
     rank, _ = _rank_world()
     tracker = None

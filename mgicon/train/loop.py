@@ -1,6 +1,6 @@
 """The GradICON training loop: Eq. (3)/(4), Adam, two-stage schedule and finetuning, resumable, optionally DDP.
 
-Upstream's hyperparameters are the defaults (Adam lr 5e-5, λ = 1.5, 4 pairs per device, BatchNorm in training mode).
+The config schema's defaults are upstream's hyperparameters (Adam lr 5e-5, λ = 1.5, 4 pairs per device, BatchNorm in training mode).
 A global batch is split into micro-batches of ``device_batch`` pairs; a single process runs them one after the other
 and averages their gradients, ``N`` DDP processes run one share each — the same computation, BatchNorm statistics
 per micro-batch included (upstream's ``DataParallel`` also normalises per device chunk).
@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from mgicon.losses import GRADICON_LAMBDA, LNCC_SIGMA, get_similarity, gradicon_noise, objective_from_maps
+from mgicon.config import schema_default
+from mgicon.losses import GRADICON_LAMBDA, get_similarity, gradicon_noise, objective_from_maps
 from mgicon.maps import DisplacementChain
 from mgicon.metrics import negative_jacobian_percent
 from mgicon.network.checkpoint import atomic_torch_save, load_checkpoint
@@ -36,27 +37,32 @@ from mgicon.train.augment import augment_pair
 from mgicon.train.data import TrainingData
 
 
+def _schema(key: str):
+    """A field whose default is the config schema's ``training.KEY`` (the one place defaults live)."""
+    return field(default_factory=lambda: schema_default(f"training.{key}"))
+
+
 @dataclass
 class TrainConfig:
-    """One training job (one stage of one variant)."""
+    """One training job (one stage of one variant); defaults are the config schema's ``training`` section."""
 
     network: Mapping[str, Any]
-    similarity: str = "lncc2"
+    similarity: str = field(default_factory=lambda: schema_default("variants.*.similarity"))
     lmbda: float = GRADICON_LAMBDA
-    lncc_sigma: float = LNCC_SIGMA
-    lr: float = 5e-5
-    batch_size: int = 4
-    device_batch: int | None = None
-    steps: int = 100
-    checkpoint_every: int = 50
-    log_every: int = 1
-    augment: bool = True
-    axis_permutation: bool = True
-    affine_std: float = 0.05
-    seed: int = 0
-    bf16: bool = False
-    channels_last: bool = False
-    device: str = "cpu"
+    lncc_sigma: float = _schema("lncc_sigma")
+    lr: float = _schema("lr")
+    batch_size: int = _schema("batch_size")
+    device_batch: int | None = _schema("device_batch")
+    steps: int = field(default_factory=lambda: schema_default("training.steps.stage1"))
+    checkpoint_every: int = _schema("checkpoint_every")
+    log_every: int = _schema("log_every")
+    augment: bool = _schema("augment")
+    axis_permutation: bool = _schema("axis_permutation")
+    affine_std: float = _schema("affine_std")
+    seed: int = field(default_factory=lambda: schema_default("seed"))
+    bf16: bool = _schema("bf16")
+    channels_last: bool = _schema("channels_last")
+    device: str = _schema("device")
     init_from: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 

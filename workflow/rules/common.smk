@@ -2,12 +2,18 @@
 
 import os
 import re
+import sys
 
-from snakemake.utils import validate
-
+from mgicon.config import ConfigError, resolve
 from mgicon.data.registry import in_stage, load_registry
 
-validate(config, "../schemas/config.schema.yaml")
+try:  # every default from the schema, every mistake named before any job runs
+    _resolved = resolve(config, [str(f) for f in workflow.configfiles] or None)
+except ConfigError as exc:
+    print(f"config error: {exc}", file=sys.stderr)
+    sys.exit(2)
+config.clear()
+config.update(_resolved)
 
 RESULTS = config["results"]
 REGISTRY = load_registry(config["datasets"])
@@ -18,7 +24,7 @@ EXPERIMENT = f"{RESULTS}/mlflow/experiment.json"  # the MLflow experiment, creat
 wildcard_constraints:
     dataset="|".join(re.escape(name) for name in REGISTRY),
     stage="|".join(STAGES + ["stage1", "stage2"]),
-    variant="|".join(re.escape(v) for v in config.get("variants", {})) or "NONE",
+    variant="|".join(re.escape(v) for v in config["variants"]) or "NONE",
 
 
 def datasets_in(stage):
@@ -71,7 +77,7 @@ def data_targets():
     return targets
 
 
-VARIANTS = config.get("variants", {})
+VARIANTS = config["variants"]
 
 
 def last_stage(variant):
@@ -103,9 +109,9 @@ def model_targets():
     return [f"{RESULTS}/models/{v}/checkpoint.pt" for v in VARIANTS]
 
 
-EVALUATION = config.get("evaluation", {})
-BASELINES = EVALUATION.get("baselines", [])
-RELEASED = EVALUATION.get("released", {})
+EVALUATION = config["evaluation"]
+BASELINES = EVALUATION["baselines"]
+RELEASED = EVALUATION["released"]
 
 
 def test_datasets():
@@ -119,7 +125,7 @@ def network_methods():
 
 def io_settings(method):
     """The IO settings a method is evaluated in (baselines: w/o IO only)."""
-    settings = EVALUATION.get("io", ["noio"])
+    settings = EVALUATION["io"]
     if method in network_methods():
         own = VARIANTS.get(method, {}).get("io")
         return settings if own is None else [s for s in settings if s in own]
@@ -128,9 +134,9 @@ def io_settings(method):
 
 def baseline_threads(method):
     """SyN's threads (1 when deterministic: ANTs' results depend on the thread count), else 1."""
-    syn = EVALUATION.get("syn", {})
-    if method == "syn" and not syn.get("deterministic", True):
-        return syn.get("threads") or EVALUATION.get("threads", 1)
+    syn = EVALUATION["syn"]
+    if method == "syn" and not syn["deterministic"]:
+        return syn["threads"] or EVALUATION["threads"]
     return 1
 
 
@@ -150,14 +156,33 @@ def eval_targets():
     ]
 
 
+# what a baseline's scores depend on (never the networks' IO settings, released models or table layout)
+BASELINE_EVALUATION_KEYS = ("max_pairs", "syn")
+# ... and a network's (the rest of the evaluation section only shapes the tables)
+NETWORK_EVALUATION_KEYS = (
+    "max_pairs", "io_max_pairs", "io_iterations", "io_lr", "io_lncc_sigma", "device", "bf16",
+)
+
+
 def eval_params(method):
-    """The part of the config an evaluation job depends on."""
-    keys = ("seed", "results", "network", "tracking", "evaluation")
-    return {
-        **{k: config.get(k) for k in keys},
+    """The part of the config an evaluation job depends on: a baseline reruns only when its own settings or
+    the test datasets change, a network also when its IO settings, checkpoint or grid do."""
+    network = method in network_methods()
+    keys = NETWORK_EVALUATION_KEYS if network else BASELINE_EVALUATION_KEYS
+    evaluation = {k: EVALUATION[k] for k in keys}
+    if method in RELEASED:
+        evaluation["released"] = {method: RELEASED[method]}
+    params = {
+        "seed": config["seed"],
+        "results": config["results"],
+        "tracking": config["tracking"],
+        "evaluation": evaluation,
         "datasets": {n: config["datasets"][n] for n in test_datasets()},
         "variants": {method: VARIANTS[method]} if method in VARIANTS else {},
     }
+    if network:
+        params["network"] = config["network"]
+    return params
 
 
 def eval_inputs(wildcards):

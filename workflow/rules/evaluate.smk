@@ -39,9 +39,9 @@ rule evaluate:
         io="noio|io-lncc2|io-mind",
     conda:
         "../../envs/mgicon.yaml"
-    threads: EVALUATION.get("threads", 2)
+    threads: EVALUATION["threads"]
     resources:
-        gpu=1 if EVALUATION.get("device", "cpu") != "cpu" else 0,
+        gpu=1 if EVALUATION["device"] != "cpu" else 0,
     params:
         config=lambda w: eval_params(w.method),
         datasets=test_datasets(),

@@ -12,8 +12,8 @@ with logged(snakemake):  # noqa: F821
 
     sm = snakemake  # noqa: F821
     if sm.wildcards.method == "syn":  # ANTs reads its thread count once, at its first use in a process
-        syn = sm.params.config["evaluation"].get("syn", {})
-        threads = 1 if syn.get("deterministic", True) else (syn.get("threads") or sm.threads)
+        syn = sm.params.config["evaluation"]["syn"]
+        threads = 1 if syn["deterministic"] else (syn["threads"] or sm.threads)
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
     import torch
 

@@ -22,9 +22,11 @@ with logged(snakemake):  # noqa: F821
         "init_from": sm.input.get("init"),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    devices = int(config["training"].get("devices", 1))
+    devices = int(config["training"]["devices"])
     if devices > 1:
-        (out_dir / "job.json").write_text(json.dumps(job))
+        from mgicon.fsutil import atomic_write_text
+
+        atomic_write_text(out_dir / "job.json", json.dumps(job))
         torchrun = Path(sys.executable).with_name("torchrun")
         cmd = [str(torchrun), "--standalone", f"--nproc_per_node={devices}", "-m", "mgicon.train", str(out_dir / "job.json")]
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(max(1, sm.threads // devices))})

@@ -1,0 +1,176 @@
+"""mgicon.config: defaults come from the schema alone, every mistake is named before any job runs."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from mgicon.config import ConfigError, load_schema, resolve, schema_default
+from mgicon.data.registry import load_registry
+from mgicon.evaluate.job import build_method, pair_cap
+from mgicon.network.checkpoint import save_checkpoint
+from mgicon.network.model import build_network
+from mgicon.train.job import stage_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+MINIMAL = {"datasets": {"syn-brain": copy.deepcopy(DEMO["datasets"]["syn-brain"])}}
+
+
+def test_minimal_config_resolves_to_the_schema_defaults():
+    resolved = resolve(MINIMAL)
+    for key in load_schema()["properties"]:
+        if key != "datasets":
+            assert resolved[key] == schema_default(key) or key in ("training", "evaluation", "network", "tracking")
+    # nested defaults, and upstream's published values as an independent truth (paper Sec. 3-4, upstream code)
+    assert resolved["training"]["steps"] == {"stage1": 100, "stage2": 50, "finetune": 50}
+    assert resolved["training"]["lr"] == 5e-5 and resolved["training"]["batch_size"] == 4
+    assert resolved["training"]["lncc_sigma"] == 5.0 and resolved["training"]["augment"] is True
+    assert resolved["evaluation"]["io_iterations"] == 50 and resolved["evaluation"]["io_lr"] == 2e-5
+    assert resolved["evaluation"]["io"] == ["noio", "io-lncc2", "io-mind"]
+    assert resolved["network"] == {"preset": "paper", "input_shape": [175, 175, 175]}
+    assert resolved["tracking"] == {"uri": None, "experiment": "mgicon"}
+    brain = resolved["datasets"]["syn-brain"]
+    assert brain["regions"] == 1 and brain["max_pairs"] == 200 and brain["source"]["seed_offset"] == 0
+    assert resolve(resolved) == resolved  # idempotent
+
+
+def test_a_partial_nested_section_keeps_the_other_defaults():
+    config = {**MINIMAL, "training": {"steps": {"stage1": 5}}}
+    assert resolve(config)["training"]["steps"] == {"stage1": 5, "stage2": 50, "finetune": 50}
+
+
+def _with(path: str, value):
+    config = copy.deepcopy({**MINIMAL, "variants": {"multigradicon-f": {"randomization": "F"}}})
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return config
+
+
+MISTAKES = [
+    # (config path, value, key named in the error, words of the problem)
+    ("trainig", {"lr": 1e-3}, "trainig", "did you mean 'training'"),
+    ("training.stpes", {"stage1": 5}, "training.stpes", "did you mean 'steps'"),
+    ("network.presett", "tiny", "network.presett", "did you mean 'preset'"),
+    ("training.steps.stage3", 5, "training.steps.stage3", "unknown key"),
+    ("datasets.syn-brain.evaluation.metrik", "dice", "datasets.syn-brain.evaluation.metrik", "unknown key"),
+    ("network.input_shape", [16, 16, 16], "network.input_shape", "too small"),
+    ("training.lr", -1, "training.lr", "less than or equal to the minimum"),
+    ("training.steps.stage1", 0, "training.steps.stage1", "less than the minimum"),
+    ("variants.multigradicon-f.datasets", ["syn-nothing"], "variants.multigradicon-f.datasets", "syn-nothing"),
+    ("variants.multigradicon.finetune_from", "nope", "variants.multigradicon.finetune_from", "no variant 'nope'"),
+    ("variants.multigradicon-f.randomization", "X", "variants.multigradicon-f.randomization", "is not one of"),
+    ("datasets.syn-brain.test_modality_pairs", [["t1w", "pd"]], "datasets.syn-brain.test_modality_pairs.0", "'pd'"),
+    ("datasets.syn-brain.evaluation.tables", {"t1w/dwi": 5}, "datasets.syn-brain.evaluation.tables.t1w/dwi", "'dwi'"),
+    ("evaluation.column_order", {"2": ["HCP"]}, "evaluation.column_order.2", "not a test dataset"),
+    ("synthetic.sise", [8, 8, 8], "synthetic", "sise"),
+    ("evaluation.released", {"multigradicon-f": {"model": "x.pt"}}, "evaluation.released", "also name a variant"),
+]
+
+
+@pytest.mark.parametrize("path, value, key, words", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_config_mistakes_are_named(path, value, key, words):
+    with pytest.raises(ConfigError) as err:
+        resolve(_with(path, value), "my.yaml")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"my.yaml: {key}: ") and words in message, message
+
+
+def _write(path: Path, shape=(8, 9, 10), spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(np.zeros(shape[::-1], np.float32))
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def _manifest(tmp_path, split="train", label_spacing=(1.0, 1.0, 1.0)):
+    rows = ["dataset,subject,timepoint,modality,image,label,landmarks,mask,split"]
+    for s in ("a", "b"):
+        _write(tmp_path / f"{s}.nii.gz")
+        _write(tmp_path / f"{s}_label.nii.gz", spacing=label_spacing if s == "b" else (1.0, 1.0, 1.0))
+        rows.append(f"mine,{s},,t1w,{s}.nii.gz,{s}_label.nii.gz,,,{split if s == 'b' else 'train'}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return {"datasets": {"mine": {"region": "Brain", "modalities": ["t1w"], "pairing": "inter", "stages": ["test"],
+                                  "source": {"kind": "manifest", "path": str(tmp_path / "manifest.csv")}}}}
+
+
+@pytest.mark.parametrize("split, label_spacing, words", [
+    ("validation", (1.0, 1.0, 1.0), "split 'validation' is not train or test"),
+    ("test", (2.0, 1.0, 1.0), "is not on the grid of its image"),
+])
+def test_manifest_mistakes_are_caught_at_plan_time(tmp_path, split, label_spacing, words):
+    config = _manifest(tmp_path, split, label_spacing)
+    with pytest.raises(ConfigError, match=words) as err:
+        resolve(config)
+    assert "datasets.mine.source.path" in str(err.value) and "line 3" in str(err.value)
+    resolve(_manifest(tmp_path))  # the same manifest with a good split and grid passes
+
+
+def test_an_absent_released_model_that_cannot_be_downloaded_fails_at_plan_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("MGICON_WEIGHTS", str(tmp_path / "cache"))
+    monkeypatch.setenv("MGICON_MULTIGRADICON_URL", "http://127.0.0.1:9/Step_2_final.trch")  # discard port: closed
+    config = {**MINIMAL, "evaluation": {"released": {"mg": {"model": "multigradicon"}}}}
+    with pytest.raises(ConfigError, match="evaluation.released.mg.model: the released multigradicon weights are not"):
+        resolve(config)
+    resolve(config, check_files=False)  # the schema part alone is fine
+
+
+def _every_default_changed() -> dict:
+    """The demo's datasets with every training/evaluation/network default replaced by another valid value."""
+    return {
+        "seed": 7,
+        "results": "elsewhere",
+        "network": {"preset": "tiny", "input_shape": [24, 28, 32]},
+        "training": {
+            "lr": 3e-3, "batch_size": 3, "device_batch": 1, "devices": 1, "device": "cpu", "threads": 3,
+            "steps": {"stage1": 11, "stage2": 12, "finetune": 13}, "checkpoint_every": 5, "log_every": 2,
+            "lncc_sigma": 1.5, "augment": False, "axis_permutation": False, "affine_std": 0.01, "bf16": True,
+            "channels_last": True,
+        },
+        "evaluation": {"io_iterations": 3, "io_lr": 1e-2, "io_lncc_sigma": 1.25, "max_pairs": 2, "io_max_pairs": 1,
+                       "bf16": True, "syn": {"deterministic": False, "threads": 2}},
+        "variants": {"v": {"similarity": "mind", "randomization": "R", "modalities": "first"}},
+        "datasets": DEMO["datasets"],
+    }
+
+
+def test_every_job_follows_a_changed_default(tmp_path):
+    config = resolve(_every_default_changed())
+    training = config["training"]
+    for stage in ("stage1", "stage2", "finetune"):
+        cfg = stage_config(config, "v", stage, None)
+        assert cfg.steps == training["steps"][stage]
+        assert (cfg.lr, cfg.batch_size, cfg.device_batch, cfg.lncc_sigma) == (3e-3, 3, 1, 1.5)
+        assert (cfg.checkpoint_every, cfg.log_every, cfg.affine_std, cfg.seed) == (5, 2, 0.01, 7)
+        assert (cfg.augment, cfg.axis_permutation, cfg.bf16, cfg.channels_last) == (False, False, True, True)
+        assert cfg.similarity == "mind" and cfg.network["input_shape"] == [24, 28, 32]
+    checkpoint = tmp_path / "v.pt"
+    save_checkpoint(build_network("tiny", (24, 28, 32)), checkpoint)
+    method = build_method(config, "v", checkpoint)
+    assert (method.io_iterations, method.io_lr, method.io_lncc_sigma, method.seed, method.bf16) == (3, 1e-2, 1.25, 7, True)
+    assert pair_cap(config, "noio") == 2 and pair_cap(config, "io-mind") == 1
+    syn = build_method(config, "syn")
+    assert (syn.seed, syn.deterministic, syn.threads) == (7, False, 2)
+    spec = load_registry(config["datasets"])["syn-lung"]
+    assert spec.evaluation["masked"] == [True, False] and spec.max_pairs == 200
+
+
+def test_snakemake_dry_run_stops_on_a_config_mistake_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"training": {"stpes": {"stage1": 5}}}))
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    run = subprocess.run([snakemake, "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                          "--configfile", str(REPO / "config.yaml"), str(bad)],
+                         capture_output=True, encoding="utf-8", cwd=tmp_path)
+    assert run.returncode == 2
+    errors = [line for line in run.stderr.splitlines() if "config error" in line]
+    assert len(errors) == 1 and "bad.yaml" in errors[0] and "training.stpes" in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
