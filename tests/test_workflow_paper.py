@@ -312,7 +312,39 @@ def test_paper_config_lints(fake_study):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
 
 
-def test_released_config_evaluates_checkpoints_without_training(tmp_path):
+def _released_study(root: Path) -> None:
+    """The manifest released.yaml points at (my-study/manifest.csv): two subjects, T1w and T2w, with label maps."""
+    study = root / "my-study"
+    study.mkdir(parents=True)
+    rows = ["dataset,subject,timepoint,modality,image,label,landmarks,mask,split"]
+    for subject in ("s1", "s2"):
+        label = sitk.GetImageFromArray(np.ones((6, 7, 8), np.uint8))
+        sitk.WriteImage(label, str(study / f"{subject}_label.nii.gz"))
+        for modality in ("t1w", "t2w"):
+            sitk.WriteImage(sitk.Cast(label, sitk.sitkFloat32), str(study / f"{subject}_{modality}.nii.gz"))
+            rows.append(f"my-study,{subject},,{modality},{subject}_{modality}.nii.gz,{subject}_label.nii.gz,,,test")
+    (study / "manifest.csv").write_text("\n".join(rows) + "\n")
+
+
+def _released_cache(root: Path) -> Path:
+    """A weights cache holding (stand-ins for) both released checkpoints: planning only checks they are there."""
+    for name in ("unigradicon", "multigradicon"):
+        (root / "cache" / name).mkdir(parents=True)
+        (root / "cache" / name / "Step_2_final.trch").write_bytes(b"planned, never loaded")
+    return root / "cache"
+
+
+def test_released_config_as_shipped_stops_at_plan_time_naming_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv("MGICON_WEIGHTS", str(_released_cache(tmp_path)))
+    run, _ = _snakemake(tmp_path, "-n", config=REPO / "configs" / "released.yaml")
+    assert run.returncode == 2
+    errors = [line for line in run.stderr.splitlines() if "config error" in line]
+    assert len(errors) == 1 and "datasets.my-study.source.path: manifest my-study/manifest.csv not found" in errors[0]
+
+
+def test_released_config_evaluates_checkpoints_without_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("MGICON_WEIGHTS", str(_released_cache(tmp_path)))
+    _released_study(tmp_path)
     config = copy.deepcopy(RELEASED)
     config["results"] = str(tmp_path / "results")
     path = tmp_path / "released.yaml"

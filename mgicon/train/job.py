@@ -34,7 +34,7 @@ def variant_weights(config: Mapping[str, Any], variant: str, stage: str) -> dict
 
 def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from: str | None) -> TrainConfig:
     """The training job of ``stage`` of ``variant``, every setting read from the (resolved) ``config``."""
-    config = resolve(config, check_files=False)
+    config = resolve(config, cross_check=False)
     training = config["training"]
     spec = config["variants"][variant]
     return TrainConfig(
@@ -72,7 +72,7 @@ def run_stage(
     from mgicon.tracking import config_tracker
 
     out_dir = Path(out_dir)
-    config = resolve(config, check_files=False)
+    config = resolve(config, cross_check=False)
     spec = config["variants"][variant]
     cfg = stage_config(config, variant, stage, init_from)
     weights = variant_weights(config, variant, stage)

@@ -160,13 +160,20 @@ def eval_targets():
 BASELINE_EVALUATION_KEYS = ("max_pairs", "syn")
 # ... and a network's (the rest of the evaluation section only shapes the tables)
 NETWORK_EVALUATION_KEYS = (
-    "max_pairs", "io_max_pairs", "io_iterations", "io_lr", "io_lncc_sigma", "device", "bf16",
+    "max_pairs",
+    "io_max_pairs",
+    "io_iterations",
+    "io_lr",
+    "io_lncc_sigma",
+    "device",
+    "bf16",
 )
 
 
 def eval_params(method):
     """The part of the config an evaluation job depends on: a baseline reruns only when its own settings or
-    the test datasets change, a network also when its IO settings, checkpoint or grid do."""
+    the test datasets change, a network also when its IO settings, checkpoint or grid do.
+    """
     network = method in network_methods()
     keys = NETWORK_EVALUATION_KEYS if network else BASELINE_EVALUATION_KEYS
     evaluation = {k: EVALUATION[k] for k in keys}
