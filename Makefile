@@ -20,6 +20,8 @@ pipeline: setup
 	$(VENV)/bin/snakemake --report results/report.html
 
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 bench: setup

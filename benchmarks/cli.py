@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import mgicon  # noqa: E402
 from _common import write_json  # noqa: E402
+
+import mgicon  # noqa: E402
 from mgicon.testing import make_image, randomize_weights, rotation, smooth_volume  # noqa: E402
 
 
@@ -40,21 +41,54 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         n = args.size
-        fixed = make_image(1000 * smooth_volume((n, n, n), 1, scale=8)[0, 0].numpy(), (1.0, 1.0, 1.2), (3, -2, 1), rotation(0.1))
+        fixed = make_image(
+            1000 * smooth_volume((n, n, n), 1, scale=8)[0, 0].numpy(), (1.0, 1.0, 1.2), (3, -2, 1), rotation(0.1)
+        )
         moving = make_image(1000 * smooth_volume((n, n, n), 2, scale=8)[0, 0].numpy(), (1.1, 0.9, 1.0), (-1, 2, 0))
         sitk.WriteImage(fixed, str(tmp / "fixed.nii.gz"))
         sitk.WriteImage(moving, str(tmp / "moving.nii.gz"))
         weights = tmp / "Step_2_final.trch"
-        torch.save(randomize_weights(mgicon.build_network("paper", input_shape=(65, 65, 65)), seed=3).state_dict(), weights)
-        common = ["--fixed", str(tmp / "fixed.nii.gz"), "--moving", str(tmp / "moving.nii.gz"),
-                  "--fixed_modality", "mri", "--moving_modality", "mri"]
+        torch.save(
+            randomize_weights(mgicon.build_network("paper", input_shape=(65, 65, 65)), seed=3).state_dict(), weights
+        )
+        common = [
+            "--fixed",
+            str(tmp / "fixed.nii.gz"),
+            "--moving",
+            str(tmp / "moving.nii.gz"),
+            "--fixed_modality",
+            "mri",
+            "--moving_modality",
+            "mri",
+        ]
         commands = {
-            "upstream": [str(bindir / "unigradicon-register"), *common, "--network_weights", str(weights),
-                         "--io_iterations", "None", "--transform_out", str(tmp / "up.hdf5"),
-                         "--warped_moving_out", str(tmp / "up.nii.gz")],
-            "mgicon": [str(bindir / "mgicon"), "register", *common, "--model", str(weights), "--io-iterations", "0",
-                       "--device", "cpu", "--transform-out", str(tmp / "ours.h5"),
-                       "--warped-moving-out", str(tmp / "ours.nii.gz")],
+            "upstream": [
+                str(bindir / "unigradicon-register"),
+                *common,
+                "--network_weights",
+                str(weights),
+                "--io_iterations",
+                "None",
+                "--transform_out",
+                str(tmp / "up.hdf5"),
+                "--warped_moving_out",
+                str(tmp / "up.nii.gz"),
+            ],
+            "mgicon": [
+                str(bindir / "mgicon"),
+                "register",
+                *common,
+                "--model",
+                str(weights),
+                "--io-iterations",
+                "0",
+                "--device",
+                "cpu",
+                "--transform-out",
+                str(tmp / "ours.h5"),
+                "--warped-moving-out",
+                str(tmp / "ours.nii.gz"),
+            ],
         }
         times: dict[str, list[float]] = {k: [] for k in commands}
         for _ in range(args.repeats):

@@ -1,5 +1,5 @@
 """How the demo's scores move with its training recipe: train one variant's stage 1 for ``--steps`` steps on the
-demo's data (config.yaml, with ``--set key=value`` overrides in YAML), then score it without IO on every test
+demo's data (config/config.yaml, with ``--set key=value`` overrides in YAML), then score it without IO on every test
 dataset, per modality pair, beside the unregistered scores.  Needs the data stage of the demo (``results/data``,
 ``results/pairs``).
 
@@ -22,23 +22,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_json  # noqa: E402
+
 from mgicon.config import load as load_config  # noqa: E402
 from mgicon.data.build import read_preprocessed  # noqa: E402
-from mgicon.data.manifest import read_csv  # noqa: E402
 from mgicon.data.registry import load_registry  # noqa: E402
 from mgicon.evaluate import make_method  # noqa: E402
 from mgicon.evaluate.runner import evaluate_pairs, select_pairs  # noqa: E402
+from mgicon.records import PairRecord, ScanRecord, parse_rows, read_records  # noqa: E402
 from mgicon.train.job import run_stage  # noqa: E402
+from mgicon.vocabulary import NOIO  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="config.yaml")
+    parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--variant", default="multigradicon-f")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (dotted path, YAML value), e.g. training.axis_permutation=true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted path, YAML value), e.g. training.axis_permutation=true",
+    )
     parser.add_argument("--out", default="results/benchmarks/demo_steps.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -58,31 +65,50 @@ def main(argv: list[str] | None = None) -> int:
         config["tracking"] = {"uri": f"sqlite:///{tmp}/mlflow.db"}
         names = [n for n, spec in registry.items() if "pretrain" in spec.stages]
         start = time.perf_counter()
-        final = run_stage(config, args.variant, "stage1", Path(tmp) / "stage1",
-                          {n: results / "data" / n / "preprocessed.csv" for n in names},
-                          {n: results / "pairs" / "pretrain" / f"{n}.csv" for n in names}, progress=False)
+        final = run_stage(
+            config,
+            args.variant,
+            "stage1",
+            Path(tmp) / "stage1",
+            {n: results / "data" / n / "preprocessed.csv" for n in names},
+            {n: results / "pairs" / "pretrain" / f"{n}.csv" for n in names},
+            progress=False,
+        )
         seconds = time.perf_counter() - start
         method = make_method(args.variant, "network", checkpoint=final)
         scores = {}
         for name, spec in registry.items():
             if "test" not in spec.stages:
                 continue
-            pairs = select_pairs(read_csv(results / "pairs" / "test" / f"{name}.csv"), spec,
-                                 config["evaluation"]["max_pairs"])
-            rows = evaluate_pairs(method, "noio", spec, pairs, read_preprocessed(results / "data" / name /
-                                                                                 "preprocessed.csv"),
-                                  Path(tmp) / f"{name}.csv")
-            key = "mtre" if spec.evaluation["metric"] == "landmarks" else "dice"
-            for row in rows:
-                group = f"{name} {row['moving_modality']}/{row['fixed_modality']}" + (" masked" if row["masked"] == "1"
-                                                                                     else "")
-                scores.setdefault(group, []).append((float(row[key]), float(row[f"initial_{key}"])))
-    table = {g: {"trained": sum(a for a, _ in v) / len(v), "identity": sum(b for _, b in v) / len(v)}
-             for g, v in scores.items()}
+            pairs = select_pairs(
+                read_records(results / "pairs" / "test" / f"{name}.csv", PairRecord),
+                spec,
+                config["evaluation"]["max_pairs"],
+            )
+            preprocessed = results / "data" / name / "preprocessed.csv"
+            scans = parse_rows(read_preprocessed(preprocessed), ScanRecord, preprocessed)
+            records = evaluate_pairs(method, NOIO, spec, pairs, scans, Path(tmp) / f"{name}.csv")
+            metric = spec.evaluation["metric"]
+            for record in records:
+                pair = record.pair
+                group = f"{name} {pair.moving_modality}/{pair.fixed_modality}" + (" masked" if pair.masked else "")
+                scores.setdefault(group, []).append((record.value(metric), record.initial(metric)))
+    table = {
+        g: {"trained": sum(a for a, _ in v) / len(v), "identity": sum(b for _, b in v) / len(v)}
+        for g, v in scores.items()
+    }
     for group, v in table.items():
         print(f"{group:32s} trained {v['trained']:.3f}  identity {v['identity']:.3f}")
-    write_json({"variant": args.variant, "steps": args.steps, "overrides": args.set, "train_seconds": seconds,
-                "scores": table}, args.out)
+    write_json(
+        {
+            "variant": args.variant,
+            "steps": args.steps,
+            "overrides": args.set,
+            "train_seconds": seconds,
+            "scores": table,
+        },
+        args.out,
+    )
     return 0
 
 

@@ -14,30 +14,45 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgicon.tables.layout import IO_ORDER, LOWER_IS_BETTER, METRIC_LABELS, method_label  # noqa: E402
+from mgicon.tables.layout import LOWER_IS_BETTER, method_label  # noqa: E402
+from mgicon.vocabulary import (  # noqa: E402
+    IDENTITY,
+    IO_OPTIMIZED,
+    LANDMARKS,
+    METRIC_LABELS,
+    NEGATIVE_JACOBIAN,
+    NOIO,
+    SYN,
+)
 
-BASELINES = ("identity", "syn")
+BASELINES = (IDENTITY, SYN)
 FINAL = "multigradicon"
 
 
 def _fmt(value: float, metric: str) -> str:
-    return "–" if pd.isna(value) else (f"{value:.2f}" if metric == "landmarks" else f"{value:.1f}")
+    return "–" if pd.isna(value) else (f"{value:.2f}" if metric == LANDMARKS else f"{value:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     summary = pd.read_csv(argv[0] if argv else "results/tables/summary.csv")
-    summary = summary[summary.metric != "negative_jacobian_percent"]
+    summary = summary[summary.metric != NEGATIVE_JACOBIAN]
     keys = ["table", "dataset", "column_label", "metric"]
-    noio = summary[summary.io == "noio"].pivot_table(index=keys, columns="method", values="mean", sort=False)
+    noio = summary[summary.io == NOIO].pivot_table(index=keys, columns="method", values="mean", sort=False)
     methods = [*BASELINES, *[m for m in summary.method.unique() if m not in BASELINES]]
     head = ["table", "dataset", "pair", "metric", *[method_label(m) for m in methods], "share of SyN's gain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (table, dataset, label, metric), row in noio.iterrows():
         gain = row.get(FINAL, float("nan")) - row["identity"]
         share = gain / (row["syn"] - row["identity"]) if row["syn"] != row["identity"] else float("nan")
-        cells = [table, dataset, label, METRIC_LABELS[metric], *[_fmt(row.get(m), metric) for m in methods],
-                 "–" if pd.isna(share) else f"{100 * share:.0f} %"]
+        cells = [
+            table,
+            dataset,
+            label,
+            METRIC_LABELS[metric],
+            *[_fmt(row.get(m), metric) for m in methods],
+            "–" if pd.isna(share) else f"{100 * share:.0f} %",
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     print("\n".join(lines))
     wide = summary.pivot_table(index=keys, columns=["method", "io"], values="mean", sort=False)
@@ -47,13 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         if method in BASELINES:
             continue
-        for io in IO_ORDER[1:]:
+        for io in IO_OPTIMIZED:
             if (method, io) not in wide.columns:
                 continue
-            both = wide[[(method, io), (method, "noio")]].dropna()
+            both = wide[[(method, io), (method, NOIO)]].dropna()
             better = [
-                (b < a) if LOWER_IS_BETTER[key[3]] else (b > a)
-                for key, (b, a) in zip(both.index, both.to_numpy())
+                (b < a) if LOWER_IS_BETTER[key[3]] else (b > a) for key, (b, a) in zip(both.index, both.to_numpy())
             ]
             print(f"| {method_label(method)} | {io} | {sum(better)} of {len(better)} |")
     return 0

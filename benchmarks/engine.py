@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import mgicon  # noqa: E402
 from _common import timed, write_json  # noqa: E402
+
+import mgicon  # noqa: E402
 from mgicon import losses  # noqa: E402
 from mgicon.network.inference import channels_last_mode  # noqa: E402
 from mgicon.optimize import io_step  # noqa: E402
@@ -71,7 +72,7 @@ def bench_size(n: int, repeats: int, device: torch.device, io: bool, variants: l
             up.clean()
 
         rows.append({"size": n, "task": "io_step", "impl": "upstream", "times": timed(upstream_step, repeats, device)})
-        del opt_up
+        opt_up = None
         up.zero_grad(set_to_none=True)
         gc.collect()
         for variant in variants:
@@ -83,11 +84,13 @@ def bench_size(n: int, repeats: int, device: torch.device, io: bool, variants: l
                 with channels_last_mode(ours, kw_cl):
                     io_step(ours, opt, a, b, losses.squared_lncc, 1.5, gen, bf16="bf16" in variant)
 
-            rows.append({"size": n, "task": "io_step", "impl": f"mgicon[{variant}]", "times": timed(our_step, repeats, device)})
+            rows.append(
+                {"size": n, "task": "io_step", "impl": f"mgicon[{variant}]", "times": timed(our_step, repeats, device)}
+            )
             del opt
             ours.zero_grad(set_to_none=True)
             gc.collect()
-    del up, ours
+    up = ours = None  # free both networks before the next size (closures above still name them)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         row["median_s"] = statistics.median(row["times"])
     print(f"{'size':>5} {'task':>9} {'impl':>22} {'median s':>9} {'upstream/ours':>14}")
     for row in rows:
-        base = next(r for r in rows if r["size"] == row["size"] and r["task"] == row["task"] and r["impl"] == "upstream")
+        base = next(
+            r for r in rows if r["size"] == row["size"] and r["task"] == row["task"] and r["impl"] == "upstream"
+        )
         ratio = base["median_s"] / row["median_s"]
         row["speedup_vs_upstream"] = ratio
         print(f"{row['size']:>5} {row['task']:>9} {row['impl']:>22} {row['median_s']:>9.3f} {ratio:>13.2f}x")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_json  # noqa: E402
+
 from mgicon.data.build import PATH_COLUMNS  # noqa: E402
 from mgicon.data.preprocess import preprocess_rows  # noqa: E402
 from mgicon.data.synthetic import generate_dataset  # noqa: E402
@@ -34,7 +35,10 @@ from mgicon.evaluate.scoring import score  # noqa: E402
 from mgicon.io import itk as itkio  # noqa: E402
 from mgicon.network.checkpoint import save_checkpoint  # noqa: E402
 from mgicon.network.model import build_network  # noqa: E402
+from mgicon.records import ScanRecord  # noqa: E402
 from mgicon.testing import randomize_weights  # noqa: E402
+from mgicon.vocabulary import IO_SETTINGS, NETWORK, NOIO, SYN  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,24 +56,30 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        rows = generate_dataset("syn-lung", root, {"syn-lung": {"size": [n, n, n], "subjects": 2, "n_test": 1,
-                                                                "landmarks": 30}}, seed=0)
+        rows = generate_dataset(
+            "syn-lung", root, {"syn-lung": {"size": [n, n, n], "subjects": 2, "n_test": 1, "landmarks": 30}}, seed=0
+        )
         rows = [{**r, **{c: str(root / r[c]) for c in PATH_COLUMNS if r.get(c)}} for r in rows]
         rows = preprocess_rows([r for r in rows if r["subject"] == "sub-01"], (n, n, n), root / "network")
         print(f"synthetic pair at {n}³: {time.perf_counter() - t:.1f} s to generate")
-        moving, fixed = (next(r for r in rows if r["timepoint"] == tp) for tp in ("exhale", "inhale"))
+        moving, fixed = (
+            ScanRecord.from_row(next(r for r in rows if r["timepoint"] == tp)) for tp in ("exhale", "inhale")
+        )
         net = randomize_weights(build_network(args.preset, (n, n, n)), seed=0, last_std=0.02)
         save_checkpoint(net, root / "net.pt")
         del net
-        methods = [("noio", "network", "noio"), ("io-lncc2", "network", "io-lncc2"), ("io-mind", "network", "io-mind")]
+        methods = [(io, NETWORK, io) for io in IO_SETTINGS]
         if not args.skip_syn:
-            methods.append(("syn", "syn", "noio"))
+            methods.append((SYN, SYN, NOIO))
         results = []
         for label, kind, io in methods:
-            options = {"checkpoint": root / "net.pt", "device": args.device, "io_iterations": args.io_steps} \
-                if kind == "network" else {"deterministic": False, "threads": args.threads}
+            options = (
+                {"checkpoint": root / "net.pt", "device": args.device, "io_iterations": args.io_steps}
+                if kind == NETWORK
+                else {"deterministic": False, "threads": args.threads}
+            )
             method = make_method(label, kind, **options)
-            fixed_image = itkio.read_image(fixed["image"])
+            fixed_image = itkio.read_image(fixed.image)
             reg_times, pair_times = [], []
             for _ in range(args.repeats):
                 start = time.perf_counter()
@@ -77,17 +87,22 @@ def main(argv: list[str] | None = None) -> int:
                 score(result.transform, fixed, moving, fixed_image)
                 pair_times.append(time.perf_counter() - start)
                 reg_times.append(result.seconds)
-            row = {"setting": label, "registration_s": statistics.median(reg_times),
-                   "pair_s": statistics.median(pair_times), "repeats": args.repeats}
-            if io != "noio":
+            row = {
+                "setting": label,
+                "registration_s": statistics.median(reg_times),
+                "pair_s": statistics.median(pair_times),
+                "repeats": args.repeats,
+            }
+            if io != NOIO:
                 row["io_steps"] = args.io_steps
                 row["per_io_step_s"] = row["registration_s"] / max(1, args.io_steps)
                 row["projected_50_steps_s"] = row["per_io_step_s"] * 50
             results.append(row)
             print(row, flush=True)
             del method
-    write_json({"preset": args.preset, "size": n, "device": args.device, "threads": args.threads,
-                "results": results}, args.out)
+    write_json(
+        {"preset": args.preset, "size": n, "device": args.device, "threads": args.threads, "results": results}, args.out
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import timed, write_json  # noqa: E402
+
 from mgicon.data.sampler import Sample  # noqa: E402
 from mgicon.testing import smooth_volume  # noqa: E402
 from mgicon.train.data import Batch  # noqa: E402
@@ -72,27 +73,36 @@ def main(argv: list[str] | None = None) -> int:
 
     t = timed(upstream_step, args.repeats, device)
     rows.append({"impl": "upstream", "times": t})
-    del up, opt
+    up = opt = None  # free them before our runs (closures above still name them)
     variants = [("fp32", False, False), ("fp32+cl", False, True)]
     if device.type == "cuda":
         variants += [("bf16", True, False), ("bf16+cl", True, True)]
     for name, bf16, cl in variants:
-        cfg = TrainConfig(network={"preset": "paper", "input_shape": [n, n, n]}, similarity="lncc2", batch_size=args.batch,
-                          augment=False, bf16=bf16, channels_last=cl, device=str(device))
+        cfg = TrainConfig(
+            network={"preset": "paper", "input_shape": [n, n, n]},
+            similarity="lncc2",
+            batch_size=args.batch,
+            augment=False,
+            bf16=bf16,
+            channels_last=cl,
+            device=str(device),
+        )
         net = build_model(cfg).to(device).train()
         model = PairModel(net)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         t = timed(lambda: train_step(model, optimizer, data, cfg, 0), args.repeats, device)
         rows.append({"impl": f"mgicon[{name}]", "times": t})
-        del net, model, optimizer
+        net = model = optimizer = None
     base = statistics.median(rows[0]["times"])
     print(f"size {n}³, batch {args.batch}, device {args.device}, {torch.get_num_threads()} threads")
     for row in rows:
         row["median_s"] = statistics.median(row["times"])
         row["pairs_per_s"] = args.batch / row["median_s"]
         row["speedup_vs_upstream"] = base / row["median_s"]
-        print(f"{row['impl']:>18}: {row['median_s']:.2f} s/step  {row['pairs_per_s']:.3f} pairs/s  "
-              f"{row['speedup_vs_upstream']:.2f}x")
+        print(
+            f"{row['impl']:>18}: {row['median_s']:.2f} s/step  {row['pairs_per_s']:.3f} pairs/s  "
+            f"{row['speedup_vs_upstream']:.2f}x"
+        )
     write_json({"size": n, "batch": args.batch, "device": args.device, "rows": rows}, args.out)
     return 0
 

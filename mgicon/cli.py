@@ -236,9 +236,7 @@ def _check_folder(where: str, folder: Path) -> None:
         raise CliError(f"{where}: folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
-def check_outputs(
-    outputs: Sequence[tuple[str, str | None, str]], inputs: Sequence[tuple[str, str | None]]
-) -> None:
+def check_outputs(outputs: Sequence[tuple[str, str | None, str]], inputs: Sequence[tuple[str, str | None]]) -> None:
     """Refuse, before any work, outputs that could not be written.
 
     Args:
@@ -299,6 +297,7 @@ def _positive_float(value: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from mgicon.config import schema_default  # the defaults of IO are the pipeline's (upstream's)
+    from mgicon.vocabulary import SIMILARITIES
 
     IO_STEPS = schema_default("evaluation.io_iterations")
     IO_LEARNING_RATE = schema_default("evaluation.io_lr")
@@ -311,35 +310,84 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--fixed-modality", "--fixed_modality", required=True, choices=["ct", "mri"])
     reg.add_argument("--moving-modality", "--moving_modality", required=True, choices=["ct", "mri"])
     reg.add_argument(
-        "--model", default="unigradicon",
+        "--model",
+        default="unigradicon",
         help="multigradicon, unigradicon (released weights from the cache, $MGICON_WEIGHTS or ~/.cache/mgicon), "
         "or a path to a released .trch or an mgicon checkpoint (default: unigradicon, as upstream)",
     )
-    reg.add_argument("--network-weights", "--network_weights", dest="network_weights", help="checkpoint path (upstream spelling of --model PATH)")
-    reg.add_argument("--transform-out", "--transform_out", required=True, help="ITK transform (.h5/.hdf5): fixed → moving points")
+    reg.add_argument(
+        "--network-weights",
+        "--network_weights",
+        dest="network_weights",
+        help="checkpoint path (upstream spelling of --model PATH)",
+    )
+    reg.add_argument(
+        "--transform-out", "--transform_out", required=True, help="ITK transform (.h5/.hdf5): fixed → moving points"
+    )
     reg.add_argument("--warped-moving-out", "--warped_moving_out", help="moving image resampled on the fixed grid")
     reg.add_argument("--inverse-transform-out", "--inverse_transform_out", help="ITK transform: moving → fixed points")
-    reg.add_argument("--displacement-out", "--displacement_out", help="dense displacement in mm on the fixed grid (NIfTI vector image)")
-    reg.add_argument("--learn2reg-displacement-out", help="dense displacement in fixed voxel units, Learn2Reg layout (x, y, z, 3)")
+    reg.add_argument(
+        "--displacement-out",
+        "--displacement_out",
+        help="dense displacement in mm on the fixed grid (NIfTI vector image)",
+    )
+    reg.add_argument(
+        "--learn2reg-displacement-out", help="dense displacement in fixed voxel units, Learn2Reg layout (x, y, z, 3)"
+    )
     reg.add_argument("--jacobian-out", help="Jacobian determinant of the transform on the fixed grid")
-    reg.add_argument("--io-iterations", "--io_iterations", type=_io_iterations, default=IO_STEPS,
-                     help=f"instance-optimization steps; 0 or None: no IO (default {IO_STEPS}, as upstream)")
-    reg.add_argument("--io-sim", "--io_sim", choices=["lncc", "lncc2", "mind"], default=None,
-                     help="IO similarity (default: lncc2 for multigradicon, else lncc)")
-    reg.add_argument("--io-lr", "--io_lr", type=_positive_float, default=IO_LEARNING_RATE,
-                     help=f"IO learning rate (default {IO_LEARNING_RATE:g})")
+    reg.add_argument(
+        "--io-iterations",
+        "--io_iterations",
+        type=_io_iterations,
+        default=IO_STEPS,
+        help=f"instance-optimization steps; 0 or None: no IO (default {IO_STEPS}, as upstream)",
+    )
+    reg.add_argument(
+        "--io-sim",
+        "--io_sim",
+        choices=SIMILARITIES,
+        default=None,
+        help="IO similarity (default: lncc2 for multigradicon, else lncc)",
+    )
+    reg.add_argument(
+        "--io-lr",
+        "--io_lr",
+        type=_positive_float,
+        default=IO_LEARNING_RATE,
+        help=f"IO learning rate (default {IO_LEARNING_RATE:g})",
+    )
     reg.add_argument("--fixed-mask", "--fixed_mask", help="mask on the fixed grid: restricts the IO similarity")
     reg.add_argument("--moving-mask", "--moving_mask", help="mask on the moving grid: restricts the IO similarity")
-    reg.add_argument("--input-masking", "--input_masking", action="store_true", help="also multiply the images by their masks")
-    reg.add_argument("--loss-function-masking", "--loss_function_masking", action="store_true",
-                     help="accepted for upstream compatibility: masks always restrict the IO similarity")
-    reg.add_argument("--ct-window", "--ct_window", nargs=2, type=float, metavar=("MIN", "MAX"), help="CT window in HU (default -1000 1000)")
-    reg.add_argument("--quantile-range", "--quantile_range", nargs=2, type=float, metavar=("LO", "HI"),
-                     help="MRI normalisation quantiles (default: minimum and 99th percentile)")
+    reg.add_argument(
+        "--input-masking", "--input_masking", action="store_true", help="also multiply the images by their masks"
+    )
+    reg.add_argument(
+        "--loss-function-masking",
+        "--loss_function_masking",
+        action="store_true",
+        help="accepted for upstream compatibility: masks always restrict the IO similarity",
+    )
+    reg.add_argument(
+        "--ct-window",
+        "--ct_window",
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+        help="CT window in HU (default -1000 1000)",
+    )
+    reg.add_argument(
+        "--quantile-range",
+        "--quantile_range",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="MRI normalisation quantiles (default: minimum and 99th percentile)",
+    )
     reg.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     reg.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
-    reg.add_argument("--seed", type=int, default=schema_default("seed"),
-                     help="seed of the IO randomness (default %(default)s)")
+    reg.add_argument(
+        "--seed", type=int, default=schema_default("seed"), help="seed of the IO randomness (default %(default)s)"
+    )
     reg.add_argument("--no-download", action="store_true", help="never download released weights")
 
     warp = sub.add_parser("warp", help="resample an image on the fixed grid through a transform")
@@ -348,8 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     warp.add_argument("--transform", help="ITK transform (fixed → moving points); identity if omitted")
     warp.add_argument("--warped-moving-out", "--warped_moving_out", required=True)
     kind = warp.add_mutually_exclusive_group()
-    kind.add_argument("--nearest", "--nearest-neighbor", "--nearest_neighbor", dest="nearest", action="store_true",
-                      help="nearest neighbour (default for integer label maps)")
+    kind.add_argument(
+        "--nearest",
+        "--nearest-neighbor",
+        "--nearest_neighbor",
+        dest="nearest",
+        action="store_true",
+        help="nearest neighbour (default for integer label maps)",
+    )
     kind.add_argument("--linear", action="store_true", help="linear (default for intensity images)")
 
     jac = sub.add_parser("jacobian", help="Jacobian determinant of a transform on the fixed grid")
@@ -383,28 +437,51 @@ def cmd_register(args: argparse.Namespace) -> None:
     from mgicon.io import itk as itkio
 
     check_outputs(
-        [("--transform-out", args.transform_out, "transform"),
-         ("--inverse-transform-out", args.inverse_transform_out, "transform"),
-         ("--warped-moving-out", args.warped_moving_out, "image"),
-         ("--displacement-out", args.displacement_out, "vector image"),
-         ("--learn2reg-displacement-out", args.learn2reg_displacement_out, "4-D image"),
-         ("--jacobian-out", args.jacobian_out, "image")],
-        [("--fixed", args.fixed), ("--moving", args.moving), ("--fixed-mask", args.fixed_mask),
-         ("--moving-mask", args.moving_mask), ("--model", args.model), ("--network-weights", args.network_weights)],
+        [
+            ("--transform-out", args.transform_out, "transform"),
+            ("--inverse-transform-out", args.inverse_transform_out, "transform"),
+            ("--warped-moving-out", args.warped_moving_out, "image"),
+            ("--displacement-out", args.displacement_out, "vector image"),
+            ("--learn2reg-displacement-out", args.learn2reg_displacement_out, "4-D image"),
+            ("--jacobian-out", args.jacobian_out, "image"),
+        ],
+        [
+            ("--fixed", args.fixed),
+            ("--moving", args.moving),
+            ("--fixed-mask", args.fixed_mask),
+            ("--moving-mask", args.moving_mask),
+            ("--model", args.model),
+            ("--network-weights", args.network_weights),
+        ],
     )
     if (args.fixed_mask is None) != (args.moving_mask is None) and args.input_masking:
         raise CliError("--input-masking needs both --fixed-mask and --moving-mask")
     torch.manual_seed(args.seed)
     net = _load_model(args)
     shape = net.config.input_shape
-    fixed = reg.prepare(args.fixed, args.fixed_modality, shape, args.fixed_mask, args.input_masking, args.ct_window,
-                        args.quantile_range)
-    moving = reg.prepare(args.moving, args.moving_modality, shape, args.moving_mask, args.input_masking,
-                         args.ct_window, args.quantile_range)
+    fixed = reg.prepare(
+        args.fixed, args.fixed_modality, shape, args.fixed_mask, args.input_masking, args.ct_window, args.quantile_range
+    )
+    moving = reg.prepare(
+        args.moving,
+        args.moving_modality,
+        shape,
+        args.moving_mask,
+        args.input_masking,
+        args.ct_window,
+        args.quantile_range,
+    )
     similarity = args.io_sim or ("lncc2" if args.model == "multigradicon" and not args.network_weights else "lncc")
     result = reg.register(
-        net, moving, fixed, io_iterations=args.io_iterations, io_similarity=similarity, io_lr=args.io_lr,
-        seed=args.seed, inverse=bool(args.inverse_transform_out), bf16=args.bf16,
+        net,
+        moving,
+        fixed,
+        io_iterations=args.io_iterations,
+        io_similarity=similarity,
+        io_lr=args.io_lr,
+        seed=args.seed,
+        inverse=bool(args.inverse_transform_out),
+        bf16=args.bf16,
     )
     out = StagedOutputs()
     try:
@@ -419,8 +496,9 @@ def cmd_register(args: argparse.Namespace) -> None:
             if args.displacement_out:
                 itkio.write_image(itkio.as_float32_vectors(field), out.path(args.displacement_out), atomic=False)
             if args.learn2reg_displacement_out:
-                itkio.write_image(itkio.learn2reg_displacement(field), out.path(args.learn2reg_displacement_out),
-                                  atomic=False)
+                itkio.write_image(
+                    itkio.learn2reg_displacement(field), out.path(args.learn2reg_displacement_out), atomic=False
+                )
             if args.jacobian_out:
                 itkio.write_image(itkio.jacobian_determinant(field), out.path(args.jacobian_out), atomic=False)
         out.commit()
@@ -431,8 +509,10 @@ def cmd_register(args: argparse.Namespace) -> None:
 def cmd_warp(args: argparse.Namespace) -> None:
     from mgicon.io import itk as itkio
 
-    check_outputs([("--warped-moving-out", args.warped_moving_out, "image")],
-                  [("--fixed", args.fixed), ("--moving", args.moving), ("--transform", args.transform)])
+    check_outputs(
+        [("--warped-moving-out", args.warped_moving_out, "image")],
+        [("--fixed", args.fixed), ("--moving", args.moving), ("--transform", args.transform)],
+    )
     fixed = itkio.read_image(args.fixed, what="fixed image")
     moving = itkio.read_image(args.moving, what="moving image")
     transform = itkio.read_transform(args.transform) if args.transform else itkio.identity_transform()
@@ -506,8 +586,7 @@ def _native_stderr_to_devnull() -> Iterator[None]:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         if python_on_fd2:  # Python's stderr writes to a copy of the real descriptor 2
-            sys.stderr = open(os.dup(saved), "w", encoding=original.encoding, errors="backslashreplace",
-                              buffering=1)
+            sys.stderr = open(os.dup(saved), "w", encoding=original.encoding, errors="backslashreplace", buffering=1)
         os.dup2(devnull, 2)
         yield
     finally:
@@ -556,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     message = None
     code = 0
     _committed = False
-    with _signal_handlers(), (contextlib.nullcontext() if debug else _quiet()):
+    with _signal_handlers(), contextlib.nullcontext() if debug else _quiet():
         try:
             args = build_parser().parse_args(argv)
             COMMANDS[args.command](args)
@@ -564,8 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
             code = 128 + signum
             outputs = "outputs written before it" if _committed else "outputs left as they were"
-            message = f"{'interrupted' if signum == signal.SIGINT else 'terminated'} by " \
-                      f"{signal.Signals(signum).name}; {outputs}"
+            message = (
+                f"{'interrupted' if signum == signal.SIGINT else 'terminated'} by "
+                f"{signal.Signals(signum).name}; {outputs}"
+            )
         except Exception as exc:
             if debug and not isinstance(exc, _user_errors()):
                 raise

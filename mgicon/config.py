@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from mgicon.vocabulary import SPLITS
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
@@ -236,14 +238,17 @@ def _check_dataset(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]
 
         generator = source.get("name", name)
         if generator not in DATASETS:
-            raise ConfigError(f"{key}.source.name", f"no synthetic generator {generator!r}; known: {', '.join(DATASETS)}")
+            raise ConfigError(
+                f"{key}.source.name", f"no synthetic generator {generator!r}; known: {', '.join(DATASETS)}"
+            )
     if kind == "manifest" and check_files:
         _check_manifest(name, spec, Path(str(source["path"])).expanduser())
 
 
 def _check_manifest(name: str, spec: Mapping[str, Any], path: Path) -> None:
     """A manifest readable at plan time: its columns, ``split`` values, modalities and label maps' grids."""
-    from mgicon.data.manifest import ManifestError, check_files, read_manifest, resolve as resolve_path
+    from mgicon.data.manifest import ManifestError, check_files, read_manifest
+    from mgicon.data.manifest import resolve as resolve_path
 
     key = f"datasets.{name}.source.path"
     if not path.is_file():
@@ -256,8 +261,8 @@ def _check_manifest(name: str, spec: Mapping[str, Any], path: Path) -> None:
     if not rows:
         raise ConfigError(key, f"{path}: lists no scans")
     for i, row in enumerate(rows, start=2):
-        if row["split"] not in ("train", "test"):
-            raise ConfigError(key, f"{path}, line {i}: split {row['split']!r} is not train or test")
+        if row["split"] not in SPLITS:
+            raise ConfigError(key, f"{path}, line {i}: split {row['split']!r} is not {' or '.join(SPLITS)}")
         if row["modality"] not in spec["modalities"]:
             raise ConfigError(
                 key, f"{path}, line {i}: modality {row['modality']!r} is not in datasets.{name}.modalities"
@@ -307,7 +312,9 @@ def _check_variants(config: Mapping[str, Any]) -> None:
             if base not in variants:
                 raise ConfigError(f"{key}.finetune_from", f"no variant {base!r} in variants")
             if variants[base].get("finetune_from"):
-                raise ConfigError(f"{key}.finetune_from", f"{base!r} is itself finetuned; finetune from a pretrained one")
+                raise ConfigError(
+                    f"{key}.finetune_from", f"{base!r} is itself finetuned; finetune from a pretrained one"
+                )
             if not any("finetune" in d["stages"] for d in datasets.values()):
                 raise ConfigError(f"{key}.finetune_from", "no dataset has the finetune stage")
         for setting in spec.get("io") or []:
@@ -340,9 +347,11 @@ def _check_released(key: str, model: str) -> None:
 
     if model not in weights.RELEASE_URLS:
         if not Path(model).expanduser().is_file():
-            raise ConfigError(key, f"no checkpoint {model} (and not a released model: {', '.join(weights.RELEASE_URLS)})")
+            raise ConfigError(
+                key, f"no checkpoint {model} (and not a released model: {', '.join(weights.RELEASE_URLS)})"
+            )
         return
-    if weights.weights_available(model) is not None:
+    if weights.weights_available(model, checksum=False) is not None:  # size only: the job verifies the SHA-256
         return
     url = weights.release_url(model)
     parsed = urlparse(url)

@@ -7,13 +7,14 @@ Conventions:
 * Landmarks are ``(K, 3)`` arrays of **voxel indices** in array-axis order (axis 0 first), 0-based.  ``mtre``
   converts them to mm with the per-axis ``spacing`` (same axis order), so anisotropic voxels count correctly.
 * % negative Jacobian:
+  - a fold is det < 0 (:func:`mgicon.vocabulary.is_fold`; det = 0 is not one);
   - ``negative_jacobian_percent(phi)`` — upstream's convention: a map ``(B, 3, *grid)`` in [0,1] coordinates on the
     network grid; the determinant of the forward-difference cell Jacobian (a cross product of the three edges at
     each cell's far corner) on the ``(N−1)³`` cells; the share of cells with det < 0, in percent.  Scale-free.
   - ``negative_jacobian_percent_physical(displacement, spacing)`` — a displacement field ``(3, *grid)`` or
     ``(*grid, 3)`` **in mm** on a grid with ``spacing`` mm (array-axis order, components in the same order): the
     determinant of ``I + ∇u`` with central differences (one-sided at the border); the share of voxels with
-    det ≤ 0, in percent.  For rotated grids pass the direction matrix: ITK's
+    det < 0, in percent.  For rotated grids pass the direction matrix: ITK's
     ``DisplacementFieldJacobianDeterminantFilter`` ignores it and is wrong for non-identity directions.
 """
 
@@ -23,6 +24,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from mgicon.vocabulary import is_fold
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -89,7 +92,7 @@ def jacobian_determinant_grid(phi: torch.Tensor) -> torch.Tensor:
 def negative_jacobian_percent(phi: torch.Tensor) -> float:
     """% of network-grid cells whose Jacobian determinant is negative (upstream's ``flips`` as a percentage)."""
     det = jacobian_determinant_grid(phi)
-    return float((det < 0).float().mean().item() * 100.0)
+    return float(is_fold(det).float().mean().item() * 100.0)
 
 
 def jacobian_determinant_physical(
@@ -122,6 +125,6 @@ def jacobian_determinant_physical(
 def negative_jacobian_percent_physical(
     displacement, spacing: Sequence[float] = (1.0, 1.0, 1.0), direction=None
 ) -> float:
-    """% of voxels where the physical-space transform folds (``det(I + ∇u) ≤ 0``)."""
+    """% of voxels where the physical-space transform folds (``det(I + ∇u) < 0``)."""
     det = jacobian_determinant_physical(displacement, spacing, direction)
-    return float((det <= 0).mean() * 100.0)
+    return float(is_fold(det).mean() * 100.0)

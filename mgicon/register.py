@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from mgicon.io import itk as itkio
-from mgicon.io.preprocess import normalize
+from mgicon.io.normalize import normalize
 from mgicon.network.inference import predict_map
 from mgicon.network.model import RegistrationNetwork
 from mgicon.optimize import IO_LEARNING_RATE, instance_optimize
@@ -87,8 +87,17 @@ def register(
     history: list[dict[str, float]] = []
     if io_iterations > 0:
         result = instance_optimize(
-            net, a, b, io_similarity, io_iterations, io_lr, seed=seed,
-            mask_moving=moving.mask, mask_fixed=fixed.mask, return_inverse=inverse, bf16=bf16,
+            net,
+            a,
+            b,
+            io_similarity,
+            io_iterations,
+            io_lr,
+            seed=seed,
+            mask_moving=moving.mask,
+            mask_fixed=fixed.mask,
+            return_inverse=inverse,
+            bf16=bf16,
         )
         phi_AB, phi_BA, history = result.phi_AB, result.phi_BA, result.history
     else:

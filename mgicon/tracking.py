@@ -138,8 +138,12 @@ def config_tracker(
     results = Path(setting(config, "results"))
     tracking = config.get("tracking") or {}
     return Tracker(
-        tracking.get("uri") or default_uri(results), run_name, params=params, tags=tags,
-        experiment=setting(config, "tracking.experiment"), artifact_root=results / "mlartifacts",
+        tracking.get("uri") or default_uri(results),
+        run_name,
+        params=params,
+        tags=tags,
+        experiment=setting(config, "tracking.experiment"),
+        artifact_root=results / "mlartifacts",
         run_id=run_id,
     )
 

@@ -4,34 +4,69 @@ import csv
 
 import pytest
 
+from mgicon.records import EvalRecord
 from mgicon.tables import write_claims
 from mgicon.tables.claims import FAIL, NA, PASS, column_selected, evaluate_findings, load_findings
 from mgicon.tables.layout import Column, columns_from_config
 
 DATASETS = {
-    "brain": {"region": "Brain", "modalities": ["t1w", "t2w"], "pairing": "inter", "stages": ["test"],
-              "table": 2, "evaluation": {"metric": "dice", "tables": {"t1w/t2w": 5}},
-              "test_modality_pairs": [["t1w", "t1w"], ["t1w", "t2w"]], "source": {"kind": "synthetic"}},
-    "dixon": {"region": "Body", "modalities": ["fat", "water"], "pairing": "inter", "stages": ["test"],
-              "table": 5, "evaluation": {"metric": "dice"}, "test_modality_pairs": [["water", "fat"]],
-              "source": {"kind": "synthetic"}},
-    "lung": {"region": "Lung", "modalities": ["ct"], "pairing": "intra", "stages": ["test"], "table": 4,
-             "evaluation": {"metric": "landmarks"}, "source": {"kind": "synthetic"}},
+    "brain": {
+        "region": "Brain",
+        "modalities": ["t1w", "t2w"],
+        "pairing": "inter",
+        "stages": ["test"],
+        "table": 2,
+        "evaluation": {"metric": "dice", "tables": {"t1w/t2w": 5}},
+        "test_modality_pairs": [["t1w", "t1w"], ["t1w", "t2w"]],
+        "source": {"kind": "synthetic"},
+    },
+    "dixon": {
+        "region": "Body",
+        "modalities": ["fat", "water"],
+        "pairing": "inter",
+        "stages": ["test"],
+        "table": 5,
+        "evaluation": {"metric": "dice"},
+        "test_modality_pairs": [["water", "fat"]],
+        "source": {"kind": "synthetic"},
+    },
+    "lung": {
+        "region": "Lung",
+        "modalities": ["ct"],
+        "pairing": "intra",
+        "stages": ["test"],
+        "table": 4,
+        "evaluation": {"metric": "landmarks"},
+        "source": {"kind": "synthetic"},
+    },
 }
 CONFIG = {"datasets": DATASETS}
 PAIRS = [("s1", "s2"), ("s2", "s1"), ("s1", "s3")]
 
 
 def _rows(method, io, dataset, moving, fixed, values, metric="dice"):
-    """Eval rows of one method on one column: ``values`` per pair (Dice in %, mTRE in mm)."""
+    """Eval records of one method on one column: ``values`` per pair (Dice in %, mTRE in mm)."""
     out = []
     for (m, f), v in zip(PAIRS, values):
-        out.append({
-            "method": method, "io": io, "dataset": dataset, "moving_subject": m, "moving_timepoint": "",
-            "moving_modality": moving, "fixed_subject": f, "fixed_timepoint": "", "fixed_modality": fixed,
-            "masked": "0", "dice": "" if metric != "dice" else str(v / 100), "mtre": str(v) if metric != "dice" else "",
-            "negative_jacobian_percent": "0",
-        })
+        out.append(
+            EvalRecord.from_row(
+                {
+                    "method": method,
+                    "io": io,
+                    "dataset": dataset,
+                    "moving_subject": m,
+                    "moving_timepoint": "",
+                    "moving_modality": moving,
+                    "fixed_subject": f,
+                    "fixed_timepoint": "",
+                    "fixed_modality": fixed,
+                    "masked": "0",
+                    "dice": "" if metric != "dice" else str(v / 100),
+                    "mtre": str(v) if metric != "dice" else "",
+                    "negative_jacobian_percent": "0",
+                }
+            )
+        )
     return out
 
 
@@ -96,7 +131,8 @@ def test_io_finding_compares_each_network_with_itself_per_io_setting(mind_gain, 
     results = evaluate_findings(rows, columns_from_config(CONFIG))
     (check,) = _status(results, "io-improves").checks
     assert {(c.a.methods, c.a.io) for c in check.comparisons} == {
-        ((m,), io) for m in ("unigradicon", "multigradicon") for io in ("io-lncc2", "io-mind")}
+        ((m,), io) for m in ("unigradicon", "multigradicon") for io in ("io-lncc2", "io-mind")
+    }
     assert all(c.b.methods == c.a.methods and c.b.io == "noio" for c in check.comparisons)
     assert len(check.comparisons) == 8  # the two brain columns; the others have no IO rows
     assert check.status == expected  # "most" per network and IO setting: one setting losing everywhere fails it
@@ -118,19 +154,35 @@ def test_package_findings_cover_the_paper(tmp_path):
     _, findings = load_findings()
     ids = {f.id for f in findings}
     assert len(findings) >= 8
-    assert {"tab2-mono-both-saw", "tab3-mono-multi-saw", "tab4-unseen-generalize", "tab5-multi-beats-uni-multimodal",
-            "loss-randomization", "io-improves", "dixon-fat-water-fails", "erratum-bug"} <= ids
+    assert {
+        "tab2-mono-both-saw",
+        "tab3-mono-multi-saw",
+        "tab4-unseen-generalize",
+        "tab5-multi-beats-uni-multimodal",
+        "loss-randomization",
+        "io-improves",
+        "dixon-fat-water-fails",
+        "erratum-bug",
+    } <= ids
     paths = write_claims([], CONFIG, tmp_path / "claims.md", tmp_path / "claims.csv")
     assert [p.name for p in paths] == ["claims.md", "claims.csv"]
-    rows = list(csv.DictReader(open(tmp_path / "claims.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "claims.csv", encoding="utf-8")))
     assert {r["finding"] for r in rows} == ids and all(r["status"] == NA for r in rows)
-    assert "0 PASS, 0 FAIL" in (tmp_path / "claims.md").read_text()
+    assert "0 PASS, 0 FAIL" in (tmp_path / "claims.md").read_text(encoding="utf-8")
 
 
 def test_published_cells_are_checked_the_same_way_without_run_rows():
     published = [
-        {"dataset": "brain", "moving_modality": "t1w", "fixed_modality": "t2w", "masked": False, "metric": "dice",
-         "io": "noio", "method": method, "value": value}
+        {
+            "dataset": "brain",
+            "moving_modality": "t1w",
+            "fixed_modality": "t2w",
+            "masked": False,
+            "metric": "dice",
+            "io": "noio",
+            "method": method,
+            "value": value,
+        }
         for method, value in (("unigradicon", 20.0), ("multigradicon-f", 70.0), ("multigradicon-b", 60.0))
     ]
     results = evaluate_findings([], columns_from_config(CONFIG), published)
@@ -143,20 +195,26 @@ def test_published_cells_are_checked_the_same_way_without_run_rows():
 
 
 def test_the_papers_own_cells_support_every_finding_they_can_check():
-    """The findings file states the paper's claims: on configs/paper.yaml's columns its published cells pass each
+    """The findings file states the paper's claims: on config/paper.yaml's columns its published cells pass each
     finding that has published cells on both sides (the others need an identity row or the Erratum's variant,
     which the paper does not print)."""
-    from pathlib import Path
-
-    import yaml
-
     from mgicon.tables import published_values
+    from tests.paths import CONFIGS, load_yaml
 
-    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text(encoding="utf-8"))
-    results = {r.finding.id: r.published_status for r in
-               evaluate_findings([], columns_from_config(config), published_values())}
+    config = load_yaml(CONFIGS / "paper.yaml")
+    results = {
+        r.finding.id: r.published_status for r in evaluate_findings([], columns_from_config(config), published_values())
+    }
     assert {k for k, v in results.items() if v == PASS} == {
-        "tab2-mono-both-saw", "tab3-mono-multi-saw", "tab5-multi-beats-uni-multimodal", "tab5-uni-fails-t2w-with-io",
-        "loss-randomization", "io-improves"}
-    assert {k for k, v in results.items() if v == NA} == {"tab4-unseen-generalize", "dixon-fat-water-fails",
-                                                           "erratum-bug"}
+        "tab2-mono-both-saw",
+        "tab3-mono-multi-saw",
+        "tab5-multi-beats-uni-multimodal",
+        "tab5-uni-fails-t2w-with-io",
+        "loss-randomization",
+        "io-improves",
+    }
+    assert {k for k, v in results.items() if v == NA} == {
+        "tab4-unseen-generalize",
+        "dixon-fat-water-fails",
+        "erratum-bug",
+    }

@@ -44,9 +44,24 @@ def antisymmetric_model(tmp_path):
 
 def _register(pair, model, out, *extra):
     return main(
-        ["register", "--fixed", str(pair["fixed"]), "--moving", str(pair["moving"]), "--fixed-modality", "mri",
-         "--moving-modality", "mri", "--model", str(model), "--io-iterations", "0",
-         "--transform-out", str(out / "T.h5"), *extra]
+        [
+            "register",
+            "--fixed",
+            str(pair["fixed"]),
+            "--moving",
+            str(pair["moving"]),
+            "--fixed-modality",
+            "mri",
+            "--moving-modality",
+            "mri",
+            "--model",
+            str(model),
+            "--io-iterations",
+            "0",
+            "--transform-out",
+            str(out / "T.h5"),
+            *extra,
+        ]
     )
 
 
@@ -58,11 +73,22 @@ def _voxel_centres(image):
 
 def test_register_round_trip(pair, translation_model, tmp_path):
     out = tmp_path / "out"
-    assert _register(
-        pair, translation_model, out, "--warped-moving-out", str(out / "W.nii.gz"), "--displacement-out",
-        str(out / "D.nii.gz"), "--jacobian-out", str(out / "J.nii.gz"), "--learn2reg-displacement-out",
-        str(out / "L.nii.gz"),
-    ) == 0
+    assert (
+        _register(
+            pair,
+            translation_model,
+            out,
+            "--warped-moving-out",
+            str(out / "W.nii.gz"),
+            "--displacement-out",
+            str(out / "D.nii.gz"),
+            "--jacobian-out",
+            str(out / "J.nii.gz"),
+            "--learn2reg-displacement-out",
+            str(out / "L.nii.gz"),
+        )
+        == 0
+    )
     fixed, moving = sitk.ReadImage(str(pair["fixed"])), sitk.ReadImage(str(pair["moving"]))
     transform = sitk.ReadTransform(str(out / "T.h5"))
     # the transform file, applied by SimpleITK's resampler, gives the written warped image
@@ -100,7 +126,9 @@ def test_inverse_composed_with_forward_is_near_identity(pair, antisymmetric_mode
     inverse = sitk.ReadTransform(str(out / "Tinv.h5"))
     fixed = sitk.ReadImage(str(pair["fixed"]))
     moved = np.array([np.asarray(forward.TransformPoint(p)) - p for p in _voxel_centres(fixed)])
-    errors = np.array([np.asarray(inverse.TransformPoint(forward.TransformPoint(p))) - p for p in _voxel_centres(fixed)])
+    errors = np.array(
+        [np.asarray(inverse.TransformPoint(forward.TransformPoint(p))) - p for p in _voxel_centres(fixed)]
+    )
     assert np.linalg.norm(moved, axis=1).max() > 0.5, "the map must move points"
     assert np.linalg.norm(errors, axis=1).max() < 0.1 * np.linalg.norm(moved, axis=1).max()
 
@@ -112,8 +140,22 @@ def test_warp_label_map_with_nearest_keeps_type(pair, translation_model, tmp_pat
     moving = sitk.ReadImage(str(pair["moving"]))
     labels = sitk.Cast(sitk.BinaryThreshold(moving, 50.0, 1e9, 5, 0), pixel)
     sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
-    assert main(["warp", "--fixed", str(pair["fixed"]), "--moving", str(tmp_path / "labels.nii.gz"), "--transform",
-                 str(out / "T.h5"), "--warped_moving_out", str(out / "WL.nii.gz")]) == 0
+    assert (
+        main(
+            [
+                "warp",
+                "--fixed",
+                str(pair["fixed"]),
+                "--moving",
+                str(tmp_path / "labels.nii.gz"),
+                "--transform",
+                str(out / "T.h5"),
+                "--warped_moving_out",
+                str(out / "WL.nii.gz"),
+            ]
+        )
+        == 0
+    )
     warped = sitk.ReadImage(str(out / "WL.nii.gz"))
     assert warped.GetPixelID() == pixel
     assert set(np.unique(sitk.GetArrayFromImage(warped))) == {0, 5}
@@ -122,8 +164,22 @@ def test_warp_label_map_with_nearest_keeps_type(pair, translation_model, tmp_pat
 def test_jacobian_command(pair, translation_model, tmp_path):
     out = tmp_path / "out"
     assert _register(pair, translation_model, out) == 0
-    assert main(["jacobian", "--transform", str(out / "T.h5"), "--fixed", str(pair["fixed"]), "--jacob",
-                 str(out / "J.nii.gz"), "--log_jacob", str(out / "logJ.nii.gz")]) == 0
+    assert (
+        main(
+            [
+                "jacobian",
+                "--transform",
+                str(out / "T.h5"),
+                "--fixed",
+                str(pair["fixed"]),
+                "--jacob",
+                str(out / "J.nii.gz"),
+                "--log_jacob",
+                str(out / "logJ.nii.gz"),
+            ]
+        )
+        == 0
+    )
     jac = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "J.nii.gz")))
     log_jac = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "logJ.nii.gz")))
     assert np.allclose(np.log(jac), log_jac, atol=1e-5)
@@ -146,16 +202,40 @@ BAD_INPUTS = {
     "4-D": lambda d: _write(d / "four.nii.gz", sitk.Image([6, 6, 6, 3], sitk.sitkFloat32)),
     "all-NaN": lambda d: _write(d / "nan.nrrd", make_image(np.full((6, 6, 6), np.nan, np.float32))),
 }
-PROBLEM = {"missing": "no such file", "corrupt": "cannot read", "2-D": "is 2-D", "4-D": "is 4-D", "all-NaN": "no finite voxel"}
+PROBLEM = {
+    "missing": "no such file",
+    "corrupt": "cannot read",
+    "2-D": "is 2-D",
+    "4-D": "is 4-D",
+    "all-NaN": "no finite voxel",
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_moving_image_is_one_line_exit_2_no_output(pair, translation_model, tmp_path, capsys, case):
     bad = BAD_INPUTS[case](tmp_path)
     out = tmp_path / "out"
-    code = main(["register", "--fixed", str(pair["fixed"]), "--moving", str(bad), "--fixed-modality", "mri",
-                 "--moving-modality", "mri", "--model", str(translation_model), "--io-iterations", "0",
-                 "--transform-out", str(out / "T.h5"), "--warped-moving-out", str(out / "W.nii.gz")])
+    code = main(
+        [
+            "register",
+            "--fixed",
+            str(pair["fixed"]),
+            "--moving",
+            str(bad),
+            "--fixed-modality",
+            "mri",
+            "--moving-modality",
+            "mri",
+            "--model",
+            str(translation_model),
+            "--io-iterations",
+            "0",
+            "--transform-out",
+            str(out / "T.h5"),
+            "--warped-moving-out",
+            str(out / "W.nii.gz"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and str(bad) in err[0] and PROBLEM[case] in err[0]
@@ -172,14 +252,42 @@ def test_mask_that_does_not_match_its_image(pair, translation_model, tmp_path, c
 
 
 def test_unknown_modality_and_missing_weights(pair, tmp_path, capsys, monkeypatch):
-    code = main(["register", "--fixed", str(pair["fixed"]), "--moving", str(pair["moving"]), "--fixed-modality",
-                 "pet", "--moving-modality", "mri", "--transform-out", str(tmp_path / "T.h5")])
+    code = main(
+        [
+            "register",
+            "--fixed",
+            str(pair["fixed"]),
+            "--moving",
+            str(pair["moving"]),
+            "--fixed-modality",
+            "pet",
+            "--moving-modality",
+            "mri",
+            "--transform-out",
+            str(tmp_path / "T.h5"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pet" in err[0]
     monkeypatch.setenv("MGICON_WEIGHTS", str(tmp_path / "cache"))
-    code = main(["register", "--fixed", str(pair["fixed"]), "--moving", str(pair["moving"]), "--fixed_modality",
-                 "mri", "--moving_modality", "mri", "--model", "multigradicon", "--no-download",
-                 "--transform_out", str(tmp_path / "T.h5")])
+    code = main(
+        [
+            "register",
+            "--fixed",
+            str(pair["fixed"]),
+            "--moving",
+            str(pair["moving"]),
+            "--fixed_modality",
+            "mri",
+            "--moving_modality",
+            "mri",
+            "--model",
+            "multigradicon",
+            "--no-download",
+            "--transform_out",
+            str(tmp_path / "T.h5"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "multigradicon_weights/Step_2_final.trch" in err[0] and str(tmp_path / "cache") in err[0]
@@ -190,13 +298,35 @@ def test_upstream_spellings_and_console_script(pair, translation_model, tmp_path
     out = tmp_path / "out"
     script = Path(sys.executable).with_name("mgicon")
     result = subprocess.run(
-        [str(script), "register", "--fixed", str(pair["fixed"]), "--moving", str(pair["moving"]),
-         "--fixed_modality", "mri", "--moving_modality", "mri", "--network_weights", str(translation_model),
-         "--io_iterations", "None", "--io_sim", "lncc2", "--transform_out", str(out / "T.hdf5"),
-         "--warped_moving_out", str(out / "W.mha")],
-        capture_output=True, encoding="utf-8", errors="replace",
+        [
+            str(script),
+            "register",
+            "--fixed",
+            str(pair["fixed"]),
+            "--moving",
+            str(pair["moving"]),
+            "--fixed_modality",
+            "mri",
+            "--moving_modality",
+            "mri",
+            "--network_weights",
+            str(translation_model),
+            "--io_iterations",
+            "None",
+            "--io_sim",
+            "lncc2",
+            "--transform_out",
+            str(out / "T.hdf5"),
+            "--warped_moving_out",
+            str(out / "W.mha"),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert result.returncode == 0, result.stderr
     assert (out / "T.hdf5").is_file() and (out / "W.mha").is_file()
-    bad = subprocess.run([str(script), "register", "--fixed", "x"], capture_output=True, encoding="utf-8", errors="replace")
+    bad = subprocess.run(
+        [str(script), "register", "--fixed", "x"], capture_output=True, encoding="utf-8", errors="replace"
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

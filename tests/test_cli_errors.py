@@ -46,9 +46,15 @@ class Env:
 
     def options(self) -> dict[str, str]:
         return {
-            "--fixed": str(self.fixed), "--moving": str(self.moving), "--fixed-modality": "mri",
-            "--moving-modality": "mri", "--model": str(self.model), "--io-iterations": "0", "--device": "cpu",
-            "--transform-out": str(self.out / "T.h5"), "--warped-moving-out": str(self.out / "W.nii.gz"),
+            "--fixed": str(self.fixed),
+            "--moving": str(self.moving),
+            "--fixed-modality": "mri",
+            "--moving-modality": "mri",
+            "--model": str(self.model),
+            "--io-iterations": "0",
+            "--device": "cpu",
+            "--transform-out": str(self.out / "T.h5"),
+            "--warped-moving-out": str(self.out / "W.nii.gz"),
         }
 
 
@@ -219,11 +225,25 @@ def sigterm_while_writing(e: Env, mp: pytest.MonkeyPatch) -> Case:
 
 
 CASES: dict[str, Callable[[Env, pytest.MonkeyPatch], Case]] = {
-    f.__name__: f for f in (
-        corrupt_image, truncated_nii_gz, truncated_nii, truncated_mha, mhd_without_its_data_file,
-        output_parent_is_a_file, output_folder_unwritable, output_folder_refuses_files, unsupported_suffix,
-        output_is_a_folder, output_is_an_input, output_is_another_output, checkpoint_without_config,
-        checkpoint_with_unknown_config, commit_fails_half_way, unexpected_error, sigterm_while_writing,
+    f.__name__: f
+    for f in (
+        corrupt_image,
+        truncated_nii_gz,
+        truncated_nii,
+        truncated_mha,
+        mhd_without_its_data_file,
+        output_parent_is_a_file,
+        output_folder_unwritable,
+        output_folder_refuses_files,
+        unsupported_suffix,
+        output_is_a_folder,
+        output_is_an_input,
+        output_is_another_output,
+        checkpoint_without_config,
+        checkpoint_with_unknown_config,
+        commit_fails_half_way,
+        unexpected_error,
+        sigterm_while_writing,
     )
 }
 
@@ -278,7 +298,9 @@ def test_sigterm_during_a_run_cleans_up(env):
     argv = env.argv(**{"--io-iterations": "100000"})  # far longer than the test waits
     proc = subprocess.Popen(
         [sys.executable, "-m", "mgicon.cli", *argv],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -299,16 +321,30 @@ def test_sigterm_during_a_run_cleans_up(env):
 def test_ants_worker_dies_with_its_parent(tmp_path):
     # the worker's start-up code, read from the module without importing it (that would load ANTs)
     source = Path(importlib.util.find_spec("mgicon.io.ants").origin).read_text(encoding="utf-8")
-    code = next(ast.literal_eval(node.value) for node in ast.parse(source).body
-                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_WORKER_CODE")
+    code = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_WORKER_CODE"
+    )
     job = tmp_path / "job.py"  # stands in for mgicon/io/ants.py: its _worker writes its pid, then waits
-    job.write_text("import os, time\n\ndef _worker(path):\n    open(path, 'w').write(str(os.getpid()))\n"
-                   "    time.sleep(120)\n")
+    job.write_text(
+        "import os, time\n\ndef _worker(path):\n    open(path, 'w').write(str(os.getpid()))\n    time.sleep(120)\n"
+    )
     pid_file = tmp_path / "worker.pid"
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import os, subprocess, sys, time; "
-        "subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2], sys.argv[3], str(os.getpid())]); "
-        "time.sleep(120)"), code, str(job), str(pid_file)])
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, subprocess, sys, time; "
+                "subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2], sys.argv[3], str(os.getpid())]); "
+                "time.sleep(120)"
+            ),
+            code,
+            str(job),
+            str(pid_file),
+        ]
+    )
     try:
         deadline = time.monotonic() + 30
         while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:

@@ -2,7 +2,6 @@
 
 import copy
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,13 @@ import yaml
 from mgicon.config import ConfigError, load_schema, resolve, schema_default
 from mgicon.data.registry import load_registry
 from mgicon.evaluate.job import build_method, pair_cap
+from mgicon.evaluate.methods import MethodError
 from mgicon.network.checkpoint import save_checkpoint
 from mgicon.network.model import build_network
 from mgicon.train.job import stage_config
+from tests.paths import CONFIGS, REPO, SNAKEFILE, SNAKEMAKE, TEST_CONFIGS, load_yaml
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+DEMO = load_yaml(CONFIGS / "config.yaml")
 MINIMAL = {"datasets": {"syn-brain": copy.deepcopy(DEMO["datasets"]["syn-brain"])}}
 
 
@@ -98,14 +98,26 @@ def _manifest(tmp_path, split="train", label_spacing=(1.0, 1.0, 1.0)):
         _write(tmp_path / f"{s}_label.nii.gz", spacing=label_spacing if s == "b" else (1.0, 1.0, 1.0))
         rows.append(f"mine,{s},,t1w,{s}.nii.gz,{s}_label.nii.gz,,,{split if s == 'b' else 'train'}")
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return {"datasets": {"mine": {"region": "Brain", "modalities": ["t1w"], "pairing": "inter", "stages": ["test"],
-                                  "source": {"kind": "manifest", "path": str(tmp_path / "manifest.csv")}}}}
+    return {
+        "datasets": {
+            "mine": {
+                "region": "Brain",
+                "modalities": ["t1w"],
+                "pairing": "inter",
+                "stages": ["test"],
+                "source": {"kind": "manifest", "path": str(tmp_path / "manifest.csv")},
+            }
+        }
+    }
 
 
-@pytest.mark.parametrize("split, label_spacing, words", [
-    ("validation", (1.0, 1.0, 1.0), "split 'validation' is not train or test"),
-    ("test", (2.0, 1.0, 1.0), "is not on the grid of its image"),
-])
+@pytest.mark.parametrize(
+    "split, label_spacing, words",
+    [
+        ("validation", (1.0, 1.0, 1.0), "split 'validation' is not train or test"),
+        ("test", (2.0, 1.0, 1.0), "is not on the grid of its image"),
+    ],
+)
 def test_manifest_mistakes_are_caught_at_plan_time(tmp_path, split, label_spacing, words):
     config = _manifest(tmp_path, split, label_spacing)
     with pytest.raises(ConfigError, match=words) as err:
@@ -130,13 +142,31 @@ def _every_default_changed() -> dict:
         "results": "elsewhere",
         "network": {"preset": "tiny", "input_shape": [24, 28, 32]},
         "training": {
-            "lr": 3e-3, "batch_size": 3, "device_batch": 1, "devices": 1, "device": "cpu", "threads": 3,
-            "steps": {"stage1": 11, "stage2": 12, "finetune": 13}, "checkpoint_every": 5, "log_every": 2,
-            "lncc_sigma": 1.5, "augment": False, "axis_permutation": False, "affine_std": 0.01, "bf16": True,
+            "lr": 3e-3,
+            "batch_size": 3,
+            "device_batch": 1,
+            "devices": 1,
+            "device": "cpu",
+            "threads": 3,
+            "steps": {"stage1": 11, "stage2": 12, "finetune": 13},
+            "checkpoint_every": 5,
+            "log_every": 2,
+            "lncc_sigma": 1.5,
+            "augment": False,
+            "axis_permutation": False,
+            "affine_std": 0.01,
+            "bf16": True,
             "channels_last": True,
         },
-        "evaluation": {"io_iterations": 3, "io_lr": 1e-2, "io_lncc_sigma": 1.25, "max_pairs": 2, "io_max_pairs": 1,
-                       "bf16": True, "syn": {"deterministic": False, "threads": 2}},
+        "evaluation": {
+            "io_iterations": 3,
+            "io_lr": 1e-2,
+            "io_lncc_sigma": 1.25,
+            "max_pairs": 2,
+            "io_max_pairs": 1,
+            "bf16": True,
+            "syn": {"deterministic": False, "threads": 2},
+        },
         "variants": {"v": {"similarity": "mind", "randomization": "R", "modalities": "first"}},
         "datasets": DEMO["datasets"],
     }
@@ -155,7 +185,13 @@ def test_every_job_follows_a_changed_default(tmp_path):
     checkpoint = tmp_path / "v.pt"
     save_checkpoint(build_network("tiny", (24, 28, 32)), checkpoint)
     method = build_method(config, "v", checkpoint)
-    assert (method.io_iterations, method.io_lr, method.io_lncc_sigma, method.seed, method.bf16) == (3, 1e-2, 1.25, 7, True)
+    assert (method.io_iterations, method.io_lr, method.io_lncc_sigma, method.seed, method.bf16) == (
+        3,
+        1e-2,
+        1.25,
+        7,
+        True,
+    )
     assert pair_cap(config, "noio") == 2 and pair_cap(config, "io-mind") == 1
     syn = build_method(config, "syn")
     assert (syn.seed, syn.deterministic, syn.threads) == (7, False, 2)
@@ -163,14 +199,49 @@ def test_every_job_follows_a_changed_default(tmp_path):
     assert spec.evaluation["masked"] == [True, False] and spec.max_pairs == 200
 
 
+def test_a_variant_is_scored_with_the_checkpoint_the_pipeline_names():
+    """The library does not guess where the pipeline put a variant's weights."""
+    with pytest.raises(MethodError, match="v: a trained variant needs its checkpoint"):
+        build_method(resolve(_every_default_changed()), "v")
+
+
 def test_snakemake_dry_run_stops_on_a_config_mistake_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"training": {"stpes": {"stage1": 5}}}))
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
-    run = subprocess.run([snakemake, "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                          "--configfile", str(REPO / "config.yaml"), str(bad)],
-                         capture_output=True, encoding="utf-8", cwd=tmp_path)
+    run = subprocess.run(
+        [
+            SNAKEMAKE,
+            "-n",
+            "--snakefile",
+            str(SNAKEFILE),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(CONFIGS / "config.yaml"),
+            str(bad),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+    )
     assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if "config error" in line]
     assert len(errors) == 1 and "bad.yaml" in errors[0] and "training.stpes" in errors[0], run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.glob("*.yaml")) + sorted(TEST_CONFIGS.glob("*.yaml")), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_shipped_configs_resolve(path):
+    resolve(load_yaml(path), path, check_files=False)  # released.yaml names a manifest the user provides
+
+
+def test_test_configs_copy_the_demos_datasets_and_variants():
+    """The .test configs are complete configs (the catalog's convention); their datasets and variants are the
+    demo's, so the workflow tests exercise what `make pipeline` runs."""
+    for path in TEST_CONFIGS.glob("*.yaml"):
+        config = load_yaml(path)
+        for section in ("datasets", "variants"):
+            for name, spec in config.get(section, {}).items():
+                assert spec == DEMO[section][name], (path.name, section, name)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import yaml
 
 from mgicon.data.adapters import DatasetSourceError, dataset_rows, read_learn2reg, read_template
 from mgicon.data.build import build_manifest
 from mgicon.data.manifest import ManifestError, read_landmarks, read_landmarks_as_mm, write_manifest
 from mgicon.testing import make_image
 from tests.http_server import FileServer
+from tests.paths import CONFIGS, load_yaml
 
 
 def _img(path, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
@@ -24,7 +24,10 @@ def _img(path, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
 
 
 HCP_LAYOUT = {
-    "images": {"t1w": "{subject}/T1w/T1w_acpc_dc_restore_brain.nii.gz", "t2w": "{subject}/T1w/T2w_acpc_dc_restore_brain.nii.gz"},
+    "images": {
+        "t1w": "{subject}/T1w/T1w_acpc_dc_restore_brain.nii.gz",
+        "t2w": "{subject}/T1w/T2w_acpc_dc_restore_brain.nii.gz",
+    },
     "label": "{subject}/T1w/label.nii.gz",
 }
 
@@ -62,7 +65,9 @@ def _l2r(root, training_as_dict=False):
             kp = root / "keypointsTr" / f"Task_{case}_{ch}.csv"
             kp.parent.mkdir(parents=True, exist_ok=True)
             kp.write_text("1.0,2.0,3.0\n0.5,0.0,1.0\n")
-            entries.append({"image": f"./imagesTr/Task_{case}_{ch}.nii.gz", "keypoints": f"./keypointsTr/Task_{case}_{ch}.csv"})
+            entries.append(
+                {"image": f"./imagesTr/Task_{case}_{ch}.nii.gz", "keypoints": f"./keypointsTr/Task_{case}_{ch}.csv"}
+            )
     training = {"0": entries[0::2], "1": entries[1::2]} if training_as_dict else entries
     meta = {"name": "Task", "modality": {"0": "MR", "1": "CT"}, "training": training}
     (root / "Task_dataset.json").write_text(json.dumps(meta))
@@ -87,10 +92,13 @@ def test_learn2reg_channels_as_timepoints_and_missing_file(tmp_path):
         read_learn2reg("T", path, {}, {})
 
 
-@pytest.mark.parametrize("fmt, text, expected", [
-    ("voxel_csv", "1.0,2.0,3.0\n", [5.0 + 2.0, 2.0, 3.0]),
-    ("dirlab_txt", "2\t3\t4\n", [5.0 + 2.0, 2.0, 3.0]),
-])
+@pytest.mark.parametrize(
+    "fmt, text, expected",
+    [
+        ("voxel_csv", "1.0,2.0,3.0\n", [5.0 + 2.0, 2.0, 3.0]),
+        ("dirlab_txt", "2\t3\t4\n", [5.0 + 2.0, 2.0, 3.0]),
+    ],
+)
 def test_landmarks_in_voxel_formats_become_mm(tmp_path, fmt, text, expected):
     image = make_image(np.zeros((8, 8, 8), np.float32), (2.0, 1.0, 1.0), (5.0, 0.0, 0.0))
     (tmp_path / "lm.txt").write_text(text)
@@ -116,11 +124,14 @@ def test_bratsreg_landmarks_become_mm(tmp_path):
     assert np.allclose(read_landmarks_as_mm(tmp_path / "lm.csv", _brats_image(), "bratsreg_csv"), BRATS_MM)
 
 
-@pytest.mark.parametrize("text, error", [
-    ("Landmark,X,Y,Z\n1,1.0,2.0,2.0\n", "1 landmark.*outside the \\(5, 6, 7\\) image"),  # Y not shifted
-    ("Landmark,X,Y\n1,1.0,-238.0\n", "missing columns Z"),
-    ("Landmark,X,Y,Z\n1,a,-238.0,2.0\n", "not a BraTS-Reg landmark file"),
-])
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("Landmark,X,Y,Z\n1,1.0,2.0,2.0\n", "1 landmark.*outside the \\(5, 6, 7\\) image"),  # Y not shifted
+        ("Landmark,X,Y\n1,1.0,-238.0\n", "missing columns Z"),
+        ("Landmark,X,Y,Z\n1,a,-238.0,2.0\n", "not a BraTS-Reg landmark file"),
+    ],
+)
 def test_bratsreg_landmarks_errors_name_the_file(tmp_path, text, error):
     (tmp_path / "lm.csv").write_text(text)
     with pytest.raises(ManifestError, match=error) as err:
@@ -129,9 +140,9 @@ def test_bratsreg_landmarks_errors_name_the_file(tmp_path, text, error):
 
 
 def test_bratsreg_layout_of_the_paper_config(tmp_path):
-    """configs/paper.yaml's BratsReg layout on a release-like tree: baseline and follow-up scans, their landmark
+    """config/paper.yaml's BratsReg layout on a release-like tree: baseline and follow-up scans, their landmark
     CSVs converted to mm with each scan's image, the listed test subjects in the test split."""
-    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text(encoding="utf-8"))
+    config = load_yaml(CONFIGS / "paper.yaml")
     entry = config["datasets"]["BratsReg"]
     test_subject = entry["source"]["test_subjects"][0]
     root = tmp_path / "BraTSReg_Training_Data_v3"
@@ -143,11 +154,18 @@ def test_bratsreg_layout_of_the_paper_config(tmp_path):
                 sitk.WriteImage(_brats_image(), f"{stem}_{suffix}.nii.gz")
             Path(f"{stem}_landmarks.csv").write_text(BRATS_CSV)
     entry["source"]["root"] = str(root)
-    rows = build_manifest("BratsReg", {"datasets": {"BratsReg": entry}, "resources": str(tmp_path / "res")},
-                          tmp_path / "data" / "BratsReg" / "manifest.csv")
+    rows = build_manifest(
+        "BratsReg",
+        {"datasets": {"BratsReg": entry}, "resources": str(tmp_path / "res")},
+        tmp_path / "data" / "BratsReg" / "manifest.csv",
+    )
     assert len(rows) == 2 * 2 * 4
     assert {(r["subject"], r["timepoint"]) for r in rows} == {
-        ("BraTSReg_001", "00_0000"), ("BraTSReg_001", "01_0106"), (test_subject, "00_0000"), (test_subject, "01_0214")}
+        ("BraTSReg_001", "00_0000"),
+        ("BraTSReg_001", "01_0106"),
+        (test_subject, "00_0000"),
+        (test_subject, "01_0214"),
+    }
     assert {r["subject"] for r in rows if r["split"] == "test"} == {test_subject}
     assert {r["modality"] for r in rows} == {"t1w", "t1ce", "t2w", "flair"}
     for row in rows:
@@ -157,8 +175,19 @@ def test_bratsreg_layout_of_the_paper_config(tmp_path):
 
 def test_own_manifest_resolves_relative_paths_and_names_missing(tmp_path):
     _img(tmp_path / "own" / "a.nii.gz")
-    rows = [{"dataset": "mine", "subject": "a", "timepoint": "0", "modality": "ct", "image": "a.nii.gz",
-             "label": "", "landmarks": "", "mask": "", "split": "train"}]
+    rows = [
+        {
+            "dataset": "mine",
+            "subject": "a",
+            "timepoint": "0",
+            "modality": "ct",
+            "image": "a.nii.gz",
+            "label": "",
+            "landmarks": "",
+            "mask": "",
+            "split": "train",
+        }
+    ]
     write_manifest(rows, tmp_path / "own" / "manifest.csv")
     got = dataset_rows("mine", {"kind": "manifest", "path": str(tmp_path / "own" / "manifest.csv")}, tmp_path, tmp_path)
     assert got[0]["image"] == str(tmp_path / "own" / "a.nii.gz")

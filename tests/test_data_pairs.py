@@ -23,13 +23,21 @@ def test_pairing_schemes(pairing, expected):
 def _rows(subjects, modalities, split="train", timepoints=("0",)):
     return [
         {"subject": s, "timepoint": t, "modality": m, "split": split}
-        for s in subjects for t in timepoints for m in modalities
+        for s in subjects
+        for t in timepoints
+        for m in modalities
     ]
 
 
 def _spec(**kw):
-    entry = {"region": "Brain", "modalities": ["t1w", "t2w"], "pairing": "inter", "stages": ["pretrain", "test"],
-             "source": {"kind": "synthetic"}, **kw}
+    entry = {
+        "region": "Brain",
+        "modalities": ["t1w", "t2w"],
+        "pairing": "inter",
+        "stages": ["pretrain", "test"],
+        "source": {"kind": "synthetic"},
+        **kw,
+    }
     return load_registry({"d": entry})["d"]
 
 
@@ -51,7 +59,17 @@ def test_test_pairs_expand_modality_pairs_and_use_the_test_split():
 
 
 def test_weights_table_lists_published_shares():
-    registry = load_registry({"d": {"region": "Brain", "modalities": ["t1w"], "pairing": "inter", "stages": ["pretrain"],
-                                    "paper": {"pretrain_share": 12.5}, "source": {"kind": "synthetic"}}})
+    registry = load_registry(
+        {
+            "d": {
+                "region": "Brain",
+                "modalities": ["t1w"],
+                "pairing": "inter",
+                "stages": ["pretrain"],
+                "paper": {"pretrain_share": 12.5},
+                "source": {"kind": "synthetic"},
+            }
+        }
+    )
     table = weights_table({"d": 1.0}, {"d": 7}, registry, "pretrain")
     assert table == [{"dataset": "d", "pairs": 7, "weight": "1", "expected_share": "100.00", "paper_share": 12.5}]

@@ -1,17 +1,42 @@
-"""Registry weights: the paper's formulas on a hand-built registry, and Table 1's shares from configs/paper.yaml."""
-
-from pathlib import Path
+"""Registry weights: the paper's formulas on a hand-built registry, and Table 1's shares from config/paper.yaml."""
 
 import pytest
-import yaml
 
 from mgicon.data.registry import expected_shares, finetune_weights, load_registry, pretrain_weight, stage_weights
+from tests.paths import CONFIGS, load_yaml
 
 HAND = {
-    "mono": {"region": "Lung", "modalities": ["ct"], "pairing": "intra", "stages": ["pretrain"], "source": {"kind": "synthetic"}},
-    "pair": {"region": "Knee", "modalities": ["dess", "t2"], "pairing": "inter", "stages": ["pretrain", "finetune"], "source": {"kind": "synthetic"}},
-    "inv": {"region": "Abdomen", "modalities": ["mri", "ct"], "pairing": "inter", "stages": ["pretrain", "finetune"], "ct_inversion": True, "source": {"kind": "synthetic"}},
-    "body": {"region": "Body", "modalities": ["fat", "water"], "pairing": "inter", "stages": ["pretrain", "finetune"], "regions": 6, "anatomies": ["abdomen", "knee"], "source": {"kind": "synthetic"}},
+    "mono": {
+        "region": "Lung",
+        "modalities": ["ct"],
+        "pairing": "intra",
+        "stages": ["pretrain"],
+        "source": {"kind": "synthetic"},
+    },
+    "pair": {
+        "region": "Knee",
+        "modalities": ["dess", "t2"],
+        "pairing": "inter",
+        "stages": ["pretrain", "finetune"],
+        "source": {"kind": "synthetic"},
+    },
+    "inv": {
+        "region": "Abdomen",
+        "modalities": ["mri", "ct"],
+        "pairing": "inter",
+        "stages": ["pretrain", "finetune"],
+        "ct_inversion": True,
+        "source": {"kind": "synthetic"},
+    },
+    "body": {
+        "region": "Body",
+        "modalities": ["fat", "water"],
+        "pairing": "inter",
+        "stages": ["pretrain", "finetune"],
+        "regions": 6,
+        "anatomies": ["abdomen", "knee"],
+        "source": {"kind": "synthetic"},
+    },
 }
 
 
@@ -35,7 +60,7 @@ def test_inverted_ct_only_in_pretraining():
 
 
 def test_paper_registry_reproduces_table_1_shares():
-    config = yaml.safe_load(Path(__file__).parents[1].joinpath("configs", "paper.yaml").read_text(encoding="utf-8"))
+    config = load_yaml(CONFIGS / "paper.yaml")
     registry = load_registry(config["datasets"])
     for stage, key in (("pretrain", "pretrain_share"), ("finetune", "finetune_share")):
         shares = expected_shares(stage_weights(registry, stage))

@@ -15,7 +15,9 @@ N = 20_000
 
 
 def _sampler(mode, seed=0, randomized=None):
-    return PairSampler(PAIRS, WEIGHTS, SCAN_MODS, randomized or {"brain": True, "knee": False, "lung": False}, mode, seed)
+    return PairSampler(
+        PAIRS, WEIGHTS, SCAN_MODS, randomized or {"brain": True, "knee": False, "lung": False}, mode, seed
+    )
 
 
 def _p(values):
@@ -51,7 +53,9 @@ def test_mode_R_draws_independent_loss_modalities():
     brain = [d for d in _sampler("R").draws(N) if d.dataset == "brain"]
     assert _p([d.loss_modalities[0] == d.loss_modalities[1] for d in brain]) == pytest.approx(1 / 3, abs=0.03)
     for side in (0, 1):
-        assert _p([d.loss_modalities[side] == d.input_modalities[side] for d in brain]) == pytest.approx(1 / 3, abs=0.03)
+        assert _p([d.loss_modalities[side] == d.input_modalities[side] for d in brain]) == pytest.approx(
+            1 / 3, abs=0.03
+        )
     # the network inputs are their own draw: multimodal input pairs occur as often as chance says
     assert _p([d.input_modalities[0] != d.input_modalities[1] for d in brain]) == pytest.approx(2 / 3, abs=0.03)
 

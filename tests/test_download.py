@@ -12,7 +12,9 @@ DATA = bytes(range(256)) * 4000  # ~1 MB
 
 def test_download_verifies_and_renames(tmp_path):
     with FileServer({"/f.bin": DATA}) as server:
-        path = download(server.url("/f.bin"), tmp_path / "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA))
+        path = download(
+            server.url("/f.bin"), tmp_path / "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA)
+        )
     assert path.read_bytes() == DATA
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
 

@@ -3,6 +3,7 @@ released-format checkpoints through the same path, weights restored per pair, re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +23,42 @@ from mgicon.evaluate.methods import Method, MethodError, Registered
 from mgicon.evaluate.runner import evaluate_pairs, partial_path
 from mgicon.network.checkpoint import save_checkpoint
 from mgicon.network.model import build_network
+from mgicon.records import PairRecord, ScanRecord
 from mgicon.testing import randomize_weights
 
 SHAPE = (20, 20, 20)
-SMALL = {"subjects": 3, "n_test": 2, "syn-lung": {"size": [28, 24, 28], "subjects": 2, "n_test": 1, "landmarks": 12},
-         "syn-abdomen": {"size": [28, 24, 20]}}
+SMALL = {
+    "subjects": 3,
+    "n_test": 2,
+    "syn-lung": {"size": [28, 24, 28], "subjects": 2, "n_test": 1, "landmarks": 12},
+    "syn-abdomen": {"size": [28, 24, 20]},
+}
 DATASETS = {
-    "syn-lung": {"region": "Lung", "modalities": ["ct"], "pairing": "intra", "stages": ["test"], "roi_mask": True,
-                 "evaluation": {"metric": "landmarks", "masked": [True, False]}, "table": 2,
-                 "source": {"kind": "synthetic"}},
-    "syn-abdomen": {"region": "Abdomen", "modalities": ["ct", "mri"], "pairing": "inter", "stages": ["test"],
-                    "evaluation": {"metric": "dice"}, "table": 5, "source": {"kind": "synthetic"}},
+    "syn-lung": {
+        "region": "Lung",
+        "modalities": ["ct"],
+        "pairing": "intra",
+        "stages": ["test"],
+        "roi_mask": True,
+        "evaluation": {"metric": "landmarks", "masked": [True, False]},
+        "table": 2,
+        "source": {"kind": "synthetic"},
+    },
+    "syn-abdomen": {
+        "region": "Abdomen",
+        "modalities": ["ct", "mri"],
+        "pairing": "inter",
+        "stages": ["test"],
+        "evaluation": {"metric": "dice"},
+        "table": 5,
+        "source": {"kind": "synthetic"},
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    """Two small synthetic test datasets: preprocessed rows (absolute paths) and their test pairs."""
+    """Two small synthetic test datasets: preprocessed scans (absolute paths) and their test pairs."""
     root = tmp_path_factory.mktemp("suite")
     registry = load_registry(DATASETS)
     out = {}
@@ -46,14 +66,13 @@ def suite(tmp_path_factory):
         rows = generate_dataset(name, root, SMALL, seed=3)
         rows = [{**r, **{c: str(root / r[c]) for c in PATH_COLUMNS if r.get(c)}} for r in rows]
         rows = preprocess_rows(rows, SHAPE, root / name / "network")
-        pairs = [{k: str(v) for k, v in p.items()} for p in make_pairs(spec, rows, "test", 1.0)]
-        out[name] = (spec, rows, select_pairs(pairs, spec))
+        pairs = [PairRecord.from_row({k: str(v) for k, v in p.items()}) for p in make_pairs(spec, rows, "test", 1.0)]
+        out[name] = (spec, [ScanRecord.from_row(r) for r in rows], select_pairs(pairs, spec))
     return out
 
 
-def _scan(rows, pair, side):
-    key = (pair[f"{side}_subject"], pair[f"{side}_timepoint"], pair[f"{side}_modality"])
-    return next(r for r in rows if (r["subject"], r["timepoint"], r["modality"]) == key)
+def _scan(scans, pair, side):
+    return next(s for s in scans if s.key == pair.scan_key(side))
 
 
 def _nearest_dice(transform, fixed_label: str, moving_label: str) -> float:
@@ -68,7 +87,9 @@ def _nearest_dice(transform, fixed_label: str, moving_label: str) -> float:
         if all(0 <= i[k] < moving.GetSize()[k] for k in range(3)):
             warped[z, y, x] = m[i[2], i[1], i[0]]
     labels = [v for v in np.union1d(np.unique(f), np.unique(warped)) if v != 0]
-    return float(np.mean([2 * np.sum((f == v) & (warped == v)) / (np.sum(f == v) + np.sum(warped == v)) for v in labels]))
+    return float(
+        np.mean([2 * np.sum((f == v) & (warped == v)) / (np.sum(f == v) + np.sum(warped == v)) for v in labels])
+    )
 
 
 # ----------------------------------------------------------------------------------------------- analytic truths
@@ -90,9 +111,19 @@ def _block_case(tmp_path: Path, shift_voxels: int):
     pts = np.array([[-10.0 + 1.5 * i, 5.0 + 2.0 * j, 3.0 + 2.5 * k] for i, j, k in [(4, 5, 4), (9, 7, 6), (5, 9, 7)]])
     write_landmarks(pts, tmp_path / "fixed.csv")
     write_landmarks(pts + [1.5 * shift_voxels, 0, 0], tmp_path / "moving.csv")
-    row = lambda n: {"image": str(tmp_path / f"{n}.nii.gz"), "label": str(tmp_path / f"{n}_label.nii.gz"),  # noqa: E731
-                     "landmarks": str(tmp_path / f"{n}.csv")}
-    return row("fixed"), row("moving"), spacing
+
+    def scan(n: str) -> ScanRecord:
+        return ScanRecord(
+            "block",
+            n,
+            "",
+            "ct",
+            str(tmp_path / f"{n}.nii.gz"),
+            label=str(tmp_path / f"{n}_label.nii.gz"),
+            landmarks=str(tmp_path / f"{n}.csv"),
+        )
+
+    return scan("fixed"), scan("moving"), spacing
 
 
 @pytest.mark.parametrize("shift", [0, 2, 3])
@@ -106,7 +137,7 @@ def test_exact_transform_scores_perfectly(tmp_path, shift):
     assert scores.negative_jacobian_percent == 0.0
     initial = score(sitk.Transform(3, sitk.sitkIdentity), fixed, moving)
     assert initial.mtre == pytest.approx(spacing[0] * shift)
-    assert initial.dice == pytest.approx(_nearest_dice(sitk.Transform(3, sitk.sitkIdentity), fixed["label"], moving["label"]))
+    assert initial.dice == pytest.approx(_nearest_dice(sitk.Transform(3, sitk.sitkIdentity), fixed.label, moving.label))
 
 
 def test_folding_transform_is_counted(tmp_path):
@@ -121,45 +152,46 @@ def test_folding_transform_is_counted(tmp_path):
 
 
 def test_ground_truth_method_recovers_truth(suite, tmp_path):
-    """Synthetic ground truth: landmarks land on their partners (< 0.1 mm), no folds, Dice = an independent nearest-neighbour
-    computation (the voxel-label ceiling, ≥ 0.85 here) and far above the unregistered Dice."""
+    """Synthetic ground truth: landmarks land on their partners (< 0.1 mm), no folds, Dice = an independent
+    nearest-neighbour computation (the voxel-label ceiling, ≥ 0.85 here) and far above the unregistered Dice."""
     for name, (spec, rows, pairs) in suite.items():
         out = evaluate_pairs(make_method("gt", "ground-truth"), "noio", spec, pairs, rows, tmp_path / f"{name}.csv")
         assert len(out) == len(pairs)
         for row, pair in zip(out, pairs):
-            assert float(row["negative_jacobian_percent"]) == 0.0
+            assert row.negative_jacobian_percent == 0.0
             if spec.evaluation["metric"] == "landmarks":
-                assert float(row["mtre"]) < 0.1 < float(row["initial_mtre"])  # ≪ a voxel (11 mm)
+                assert row.mtre < 0.1 < row.initial_mtre  # ≪ a voxel (11 mm)
             else:
                 moving, fixed = _scan(rows, pair, "moving"), _scan(rows, pair, "fixed")
                 from mgicon.data.synthetic import ground_truth_transform
 
-                expected = _nearest_dice(ground_truth_transform(moving, fixed, "/"), fixed["label"], moving["label"])
-                assert float(row["dice"]) == pytest.approx(expected, abs=2e-3)
-                assert float(row["dice"]) > 0.85
-                assert float(row["dice"]) > float(row["initial_dice"]) + 0.05
+                truth = ground_truth_transform(moving.to_row(), fixed.to_row(), "/")
+                expected = _nearest_dice(truth, fixed.label, moving.label)
+                assert row.dice == pytest.approx(expected, abs=2e-3)
+                assert row.dice > 0.85
+                assert row.dice > row.initial_dice + 0.05
 
 
 def test_identity_method_equals_unregistered(suite, tmp_path):
     spec, rows, pairs = suite["syn-abdomen"]
     out = evaluate_pairs(make_method("identity", "identity"), "noio", spec, pairs, rows, tmp_path / "id.csv")
     for row, pair in zip(out, pairs):
-        assert row["dice"] == row["initial_dice"]
+        assert row.dice == row.initial_dice
         moving, fixed = _scan(rows, pair, "moving"), _scan(rows, pair, "fixed")
-        f = sitk.GetArrayFromImage(sitk.ReadImage(fixed["label"]))
-        m = sitk.GetArrayFromImage(sitk.ReadImage(moving["label"]))  # same grid: unregistered = direct overlap
+        f = sitk.GetArrayFromImage(sitk.ReadImage(fixed.label))
+        m = sitk.GetArrayFromImage(sitk.ReadImage(moving.label))  # same grid: unregistered = direct overlap
         labels = [v for v in np.union1d(np.unique(f), np.unique(m)) if v]
         direct = np.mean([2 * np.sum((f == v) & (m == v)) / (np.sum(f == v) + np.sum(m == v)) for v in labels])
-        assert float(row["dice"]) == pytest.approx(direct)
-        assert float(row["negative_jacobian_percent"]) == 0.0
+        assert row.dice == pytest.approx(direct)
+        assert row.negative_jacobian_percent == 0.0
 
 
 def test_test_pairs_masked_conditions_and_cap(suite):
     spec, _, pairs = suite["syn-lung"]
-    assert sorted({p["masked"] for p in pairs}) == ["0", "1"]
+    assert sorted({p.masked for p in pairs}) == [False, True]
     spec_a, _, pairs_a = suite["syn-abdomen"]
     capped = select_pairs([p for p in pairs_a], spec_a, max_pairs=1)
-    assert len(capped) == len({(p["moving_modality"], p["fixed_modality"]) for p in pairs_a})
+    assert len(capped) == len({(p.moving_modality, p.fixed_modality) for p in pairs_a})
 
 
 # ----------------------------------------------------------------------------------------------- networks
@@ -180,12 +212,19 @@ def tiny_checkpoints(tmp_path_factory):
 def test_released_format_evaluates_through_the_same_path(suite, tiny_checkpoints, tmp_path):
     ours, released = tiny_checkpoints
     spec, rows, pairs = suite["syn-abdomen"]
-    config = {"seed": 0, "network": {"input_shape": list(SHAPE)}, "results": str(tmp_path), "variants": {},
-              "evaluation": {"released": {"released-x": {"model": str(released)}}}}
-    a = evaluate_pairs(make_method("ours", "network", checkpoint=ours), "noio", spec, pairs[:2], rows, tmp_path / "a.csv")
+    config = {
+        "seed": 0,
+        "network": {"input_shape": list(SHAPE)},
+        "results": str(tmp_path),
+        "variants": {},
+        "evaluation": {"released": {"released-x": {"model": str(released)}}},
+    }
+    a = evaluate_pairs(
+        make_method("ours", "network", checkpoint=ours), "noio", spec, pairs[:2], rows, tmp_path / "a.csv"
+    )
     b = evaluate_pairs(build_method(config, "released-x"), "noio", spec, pairs[:2], rows, tmp_path / "b.csv")
     for x, y in zip(a, b):
-        assert x["dice"] == y["dice"] and x["negative_jacobian_percent"] == y["negative_jacobian_percent"]
+        assert x.dice == y.dice and x.negative_jacobian_percent == y.negative_jacobian_percent
     assert list(read_csv(tmp_path / "b.csv")[0]) == list(EVAL_COLUMNS)
 
 
@@ -198,10 +237,10 @@ def test_io_restores_weights_for_every_pair(suite, tiny_checkpoints, tmp_path):
     before = {k: v.clone() for k, v in method.net.state_dict().items()}
     both = evaluate_pairs(method, "io-lncc2", spec, pairs[:2], rows, tmp_path / "both.csv")
     alone = evaluate_pairs(method, "io-lncc2", spec, pairs[1:2], rows, tmp_path / "alone.csv")
-    assert both[1]["mtre"] == alone[0]["mtre"]
+    assert both[1].mtre == alone[0].mtre
     assert all(torch.equal(before[k], v) for k, v in method.net.state_dict().items())
     noio = evaluate_pairs(method, "noio", spec, pairs[1:2], rows, tmp_path / "noio.csv")
-    assert noio[0]["mtre"] != alone[0]["mtre"]  # the IO steps did change the registration
+    assert noio[0].mtre != alone[0].mtre  # the IO steps did change the registration
 
 
 def test_baselines_refuse_io():
@@ -239,8 +278,7 @@ def test_interrupted_evaluation_resumes_without_redoing_pairs(suite, tmp_path):
     assert again.calls == len(pairs) - 3
     assert not partial_path(out).exists()
     fresh = evaluate_pairs(Flaky(), "noio", spec, pairs, rows, tmp_path / "fresh.csv")
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
-    assert strip(rows_resumed) == strip(fresh)
+    assert [replace(r, seconds=None) for r in rows_resumed] == [replace(r, seconds=None) for r in fresh]
 
 
 def test_partial_results_of_another_method_are_not_reused(suite, tmp_path):

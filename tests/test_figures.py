@@ -68,10 +68,15 @@ def test_registration_panels_layout(tmp_path):
     fixed, moving = _images()
     one = registration_panels(fixed, moving, {"identity": identity_transform()}, tmp_path / "one.png")
     three = registration_panels(
-        fixed, moving,
-        {"identity": identity_transform(), "compressed": _scaled_x(fixed, moving, 0.8),
-         "folded": _scaled_x(fixed, moving, -0.5)},
-        tmp_path / "three.png", title="synthetic",
+        fixed,
+        moving,
+        {
+            "identity": identity_transform(),
+            "compressed": _scaled_x(fixed, moving, 0.8),
+            "folded": _scaled_x(fixed, moving, -0.5),
+        },
+        tmp_path / "three.png",
+        title="synthetic",
     )
     h1, w1 = image.imread(one).shape[:2]
     h3, w3 = image.imread(three).shape[:2]
@@ -88,8 +93,19 @@ def _rows():
         for io in ("io-mind", "noio"):
             for i, method in enumerate(("uniGradICON", "multiGradICON")):
                 mean = 70.0 + 5.0 * i if metric == "dice" else 3.0 - i  # table units: DICE in %
-                rows.append(dict(table="table2", dataset=dataset, column_label=column, metric=metric, io=io,
-                                 method=method, mean=mean, ci_low=mean * 0.9, ci_high=mean * 1.1))
+                rows.append(
+                    dict(
+                        table="table2",
+                        dataset=dataset,
+                        column_label=column,
+                        metric=metric,
+                        io=io,
+                        method=method,
+                        mean=mean,
+                        ci_low=mean * 0.9,
+                        ci_high=mean * 1.1,
+                    )
+                )
                 rows.append(dict(rows[-1], metric="negative_jacobian_percent", mean=0.01))
     rows.append(dict(rows[0], io="noio", method="SyN", mean="61.0", ci_low="", ci_high=None))  # CSV-like values
     return rows

@@ -39,8 +39,9 @@ def test_atomic_path_on_an_exception_keeps_the_target_and_removes_the_temporary(
 
 def test_atomic_write_json_bytes(tmp_path):
     fsutil.atomic_write_json(tmp_path / "x.json", {"b": 1, "a": [1, 2]})
-    assert (tmp_path / "x.json").read_bytes() == (json.dumps({"b": 1, "a": [1, 2]}, indent=2, sort_keys=True)
-                                                  + "\n").encode()
+    assert (tmp_path / "x.json").read_bytes() == (
+        json.dumps({"b": 1, "a": [1, 2]}, indent=2, sort_keys=True) + "\n"
+    ).encode()
 
 
 def _record(kind: str, lock_path: str, i: int, barrier, naive: bool) -> None:
@@ -96,5 +97,7 @@ def test_the_first_record_stands(tmp_path):
     lock_path = tmp_path / "downloads.lock.json"
     assert record_download(lock_path, "u", "a" * 64, 1) == {"sha256": "a" * 64, "size": 1}
     assert record_download(lock_path, "u", "b" * 64, 2) == {"sha256": "a" * 64, "size": 1}
-    assert lock_path.read_text(encoding="utf-8") == json.dumps({"u": {"sha256": "a" * 64, "size": 1}}, indent=2,
-                                                               sort_keys=True) + "\n"
+    assert (
+        lock_path.read_text(encoding="utf-8")
+        == json.dumps({"u": {"sha256": "a" * 64, "size": 1}}, indent=2, sort_keys=True) + "\n"
+    )

@@ -6,7 +6,7 @@ import SimpleITK as sitk
 import torch
 
 from mgicon.io import itk as itkio
-from mgicon.io.preprocess import normalize, quantile
+from mgicon.io.normalize import normalize, quantile
 from mgicon.maps import identity_grid
 from mgicon.testing import make_image, rotation
 

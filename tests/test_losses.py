@@ -43,7 +43,9 @@ def test_objective_and_gradicon_equal_upstream_with_the_same_noise():
     with torch.no_grad():
         torch.manual_seed(11)
         expected = up(a, b)
-        terms = losses.objective(ours, a, b, "lncc2", noise=losses.gradicon_noise((n,) * 3, torch.Generator().manual_seed(11)))
+        terms = losses.objective(
+            ours, a, b, "lncc2", noise=losses.gradicon_noise((n,) * 3, torch.Generator().manual_seed(11))
+        )
     assert expected.inverse_consistency_loss.item() > 1e-3, "random weights must give a non-zero GradICON term"
     assert terms.gradicon.item() == pytest.approx(expected.inverse_consistency_loss.item(), rel=1e-5)
     assert terms.similarity.item() == pytest.approx(expected.similarity_loss.item(), rel=1e-5)
@@ -58,7 +60,9 @@ def test_objective_gradients_equal_upstream():
     a, b = smooth_volume((n,) * 3, 4), smooth_volume((n,) * 3, 5)
     torch.manual_seed(3)
     up(a, b).all_loss.backward()
-    losses.objective(ours, a, b, "lncc2", noise=losses.gradicon_noise((n,) * 3, torch.Generator().manual_seed(3))).total.backward()
+    losses.objective(
+        ours, a, b, "lncc2", noise=losses.gradicon_noise((n,) * 3, torch.Generator().manual_seed(3))
+    ).total.backward()
     theirs = torch.cat([p.grad.flatten() for p in up.regis_net.parameters()])
     mine = torch.cat([p.grad.flatten() for p in ours.parameters()])
     assert theirs.norm() > 0
@@ -109,7 +113,9 @@ def test_masked_mean_averages_over_the_mask(values, mask, expected):
 
 def test_mask_changes_the_loss_and_a_full_mask_does_not(volumes):
     a, b, mask = volumes
-    assert losses.squared_lncc(a, b, torch.ones_like(a)).item() == pytest.approx(losses.squared_lncc(a, b).item(), rel=1e-6)
+    assert losses.squared_lncc(a, b, torch.ones_like(a)).item() == pytest.approx(
+        losses.squared_lncc(a, b).item(), rel=1e-6
+    )
     assert losses.squared_lncc(a, b, mask).item() != pytest.approx(losses.squared_lncc(a, b).item(), rel=1e-3)
 
 

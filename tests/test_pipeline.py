@@ -1,43 +1,38 @@
-"""The whole DAG on a micro config: data → training → evaluation (w/o IO, IO, SyN) → tables, figures, summary,
-MLflow runs; then a pipeline killed during training and again during evaluation resumes and completes without
-redoing finished work."""
+"""The whole DAG on the micro config .test/config/config.yaml: data → training → evaluation (w/o IO, IO, SyN) →
+tables, figures, summary, MLflow runs; then a pipeline killed during training and again during evaluation resumes
+and completes without redoing finished work."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mgicon.data.manifest import read_csv
+from tests.paths import SNAKEFILE, SNAKEMAKE, TEST_CONFIGS, load_yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-DEMO = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
-
-MICRO = {
-    "seed": 0,
-    "network": {"preset": "tiny", "input_shape": [20, 20, 20]},
-    "synthetic": {"size": [24, 28, 24], "subjects": 4, "n_test": 2,
-                  "syn-lung": {"landmarks": 12, "subjects": 2, "n_test": 1}},
-    "datasets": {name: DEMO["datasets"][name] for name in ("syn-lung", "syn-abdomen")},
-    "training": {"lr": 2e-3, "batch_size": 2, "steps": {"stage1": 30, "stage2": 4, "finetune": 4},
-                 "checkpoint_every": 2, "threads": 1, "augment": False},
-    "variants": {name: DEMO["variants"][name] for name in ("unigradicon", "multigradicon-f", "multigradicon")},
-    "evaluation": {"baselines": ["identity", "syn"], "io": ["noio", "io-lncc2"], "io_iterations": 2,
-                   "io_lr": 1e-3, "max_pairs": 1, "threads": 1},
-}
+MICRO_PATH = TEST_CONFIGS / "config.yaml"
+MICRO = load_yaml(MICRO_PATH)
 METHODS = ("identity", "syn", "unigradicon", "multigradicon-f", "multigradicon")
 
 
 def _command(work: Path) -> list[str]:
-    return [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2",
-            "--configfile", str(work / "micro.yaml"), "--rerun-incomplete"]
+    return [
+        SNAKEMAKE,
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(work),
+        "--cores",
+        "2",
+        "--configfile",
+        str(MICRO_PATH),
+        "--rerun-incomplete",
+    ]
 
 
 def _run(work: Path) -> subprocess.CompletedProcess:
@@ -49,8 +44,14 @@ def _run_until(work: Path, condition, timeout: float = 400) -> None:
     log = open(work / f"run-{time.time():.0f}.log", "w", encoding="utf-8")
     # SIGINT's default action restored: a shell's background job (`make test &`, some CI runners) ignores it,
     # and children inherit that
-    proc = subprocess.Popen(_command(work), stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        _command(work),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=work,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     start = time.time()
     try:
         while not condition():
@@ -73,7 +74,6 @@ def _mtimes(paths) -> dict[Path, int]:
 def pipeline(tmp_path_factory):
     """Run the micro pipeline, interrupted once in training and once in evaluation, then to the end."""
     work = tmp_path_factory.mktemp("pipeline")
-    (work / "micro.yaml").write_text(yaml.safe_dump(MICRO, sort_keys=False))
     results = work / "results"
     stage = results / "models" / "multigradicon-f" / "stage1"
     # 1. interrupt during training: after a mid-stage checkpoint, before the stage's end
@@ -96,7 +96,7 @@ def test_every_output_of_the_study_is_there(pipeline):
     work, *_ = pipeline
     results = work / "results"
     for method in METHODS:
-        for io in (["noio"] if method in ("identity", "syn") else ["noio", "io-lncc2"]):
+        for io in ["noio"] if method in ("identity", "syn") else ["noio", "io-lncc2"]:
             for name in MICRO["datasets"]:
                 rows = read_csv(results / "eval" / method / io / f"{name}.csv")
                 assert rows and all(r["method"] == method and r["io"] == io for r in rows)
@@ -114,7 +114,9 @@ def test_tables_hold_every_method(pipeline):
     work, *_ = pipeline
     rows = read_csv(work / "results" / "tables" / "table2.csv")
     assert {(r["io"], r["method"]) for r in rows} == {
-        *[("noio", m) for m in METHODS], *[("io-lncc2", m) for m in METHODS[2:]]}
+        *[("noio", m) for m in METHODS],
+        *[("io-lncc2", m) for m in METHODS[2:]],
+    }
     markdown = (work / "results" / "tables" / "table2.md").read_text(encoding="utf-8")
     for shown in ("SyN", "uniGradICON", "multiGradICON-F", "multiGradICON", "CT/CT (masked)"):
         assert shown in markdown
@@ -131,7 +133,8 @@ def test_mlflow_has_a_run_for_every_training_and_evaluation_job(pipeline):
     for variant in MICRO["variants"]:
         stages = ["finetune"] if "finetune_from" in MICRO["variants"][variant] else ["stage1", "stage2"]
         assert {f"train-{variant}-{s}" for s in stages} <= finished
-    evaluations = {f"eval-{m}-{io}" for m in METHODS for io in (["noio"] if m in ("identity", "syn") else ["noio", "io-lncc2"])}
+    ios = {m: ["noio"] if m in ("identity", "syn") else ["noio", "io-lncc2"] for m in METHODS}
+    evaluations = {f"eval-{m}-{io}" for m in METHODS for io in ios[m]}
     assert evaluations <= finished
     assert "summary" in finished
     metrics = next(r for r in runs if r.info.run_name == "eval-unigradicon-noio").data.metrics

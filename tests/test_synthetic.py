@@ -106,8 +106,11 @@ def _landmarks(root: Path, rel: str) -> np.ndarray:
 
 def test_ground_truth_transform_maps_fixed_landmarks_to_moving_landmarks(suite):
     root, rows = suite
-    pairs = [(m, f) for m, f in itertools.permutations([r for r in rows if r["dataset"] == "syn-lung"], 2)
-             if m["subject"] == f["subject"]]
+    pairs = [
+        (m, f)
+        for m, f in itertools.permutations([r for r in rows if r["dataset"] == "syn-lung"], 2)
+        if m["subject"] == f["subject"]
+    ]
     assert len(pairs) == 2 * SMALL["subjects"]
     for moving, fixed in pairs:
         transform = syn.ground_truth_transform(moving, fixed, root)
@@ -174,8 +177,11 @@ def test_dixon_fat_and_water_are_complementary(suite):
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_files_other_seed_other_images(suite, tmp_path):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from mgicon.data.manifest import read_csv, write_csv
 from mgicon.tables import build_tables, columns_from_config, published_values, write_published_vs_reproduced
-from mgicon.tables.layout import EVAL_COLUMNS, Column, method_label
+from mgicon.tables.layout import Column, method_label
 from mgicon.tables.render import CAPTION, format_number, tex_escape
 from mgicon.tables.stats import bootstrap_ci, paired_test
+from mgicon.vocabulary import EVAL_COLUMNS
+from tests.paths import CONFIGS, load_yaml
 
 # ------------------------------------------------------------------------------------------------ published data
 
@@ -22,7 +22,8 @@ from mgicon.tables.stats import bootstrap_ci, paired_test
 def _published(table, dataset, pair, masked, metric, io, method):
     moving, fixed = pair.split("/")
     hits = [
-        r for r in published_values(table)
+        r
+        for r in published_values(table)
         if (r["dataset"], r["moving_modality"], r["fixed_modality"], r["masked"], r["metric"], r["io"], r["method"])
         == (dataset, moving, fixed, masked, metric, io, method)
     ]
@@ -61,8 +62,10 @@ def test_published_shape_and_notes():
     rows = published_values()
     # 19 rows per table (SyN + 3 × 6 models) × printed values per row: 10, 14, 10, 14
     assert {t: len(published_values(t)) for t in (2, 3, 4, 5)} == {2: 190, 3: 266, 4: 190, 5: 266}
-    keys = [(r["dataset"], r["moving_modality"], r["fixed_modality"], r["masked"], r["metric"], r["io"], r["method"])
-            for r in rows]
+    keys = [
+        (r["dataset"], r["moving_modality"], r["fixed_modality"], r["masked"], r["metric"], r["io"], r["method"])
+        for r in rows
+    ]
     assert len(set(keys)) == len(keys)
     assert {r["method"] for r in rows if r["io"] != "noio"}.isdisjoint({"syn"})
     typo = _published(4, "L2R-NLST-val", "ct/ct", False, "negative_jacobian_percent", "noio", "syn")
@@ -115,16 +118,28 @@ CONFIG = {
     "variants": {"multigradicon": {}, "unigradicon": {}},  # config order: multiGradICON before uniGradICON
     "datasets": {
         "lung": {
-            "region": "Lung", "modalities": ["ct"], "pairing": "intra", "stages": ["test"],
-            "evaluation": {"metric": "landmarks", "masked": [True, False]}, "table": 2,
+            "region": "Lung",
+            "modalities": ["ct"],
+            "pairing": "intra",
+            "stages": ["test"],
+            "evaluation": {"metric": "landmarks", "masked": [True, False]},
+            "table": 2,
         },
         "brain": {
-            "region": "Brain", "modalities": ["t1w", "t2w"], "pairing": "inter", "stages": ["test"],
-            "evaluation": {"metric": "dice", "tables": {"t1w/t2w": 5}}, "table": 2,
+            "region": "Brain",
+            "modalities": ["t1w", "t2w"],
+            "pairing": "inter",
+            "stages": ["test"],
+            "evaluation": {"metric": "dice", "tables": {"t1w/t2w": 5}},
+            "table": 2,
             "test_modality_pairs": [["t1w", "t1w"], ["t1w", "t2w"]],
         },
         "train-only": {
-            "region": "Knee", "modalities": ["dess"], "pairing": "inter", "stages": ["pretrain"], "table": 2,
+            "region": "Knee",
+            "modalities": ["dess"],
+            "pairing": "inter",
+            "stages": ["pretrain"],
+            "table": 2,
         },
     },
 }
@@ -135,14 +150,27 @@ def _eval_rows(method, io, dataset, moving, fixed, masked, values, jacobians):
     rows = []
     for i, (v, j) in enumerate(zip(values, jacobians)):
         dice = dataset == "brain"
-        rows.append({
-            "method": method, "io": io, "dataset": dataset,
-            "moving_subject": f"p{i}", "moving_timepoint": "exp" if not dice else "0", "moving_modality": moving,
-            "fixed_subject": f"p{i}" if not dice else f"q{i}", "fixed_timepoint": "insp" if not dice else "0",
-            "fixed_modality": fixed, "masked": "1" if masked else "0", "metric": "dice" if dice else "landmarks",
-            "dice": v if dice else "", "mtre": "" if dice else v, "negative_jacobian_percent": j,
-            "initial_dice": "", "initial_mtre": "", "seconds": "0.1",
-        })
+        rows.append(
+            {
+                "method": method,
+                "io": io,
+                "dataset": dataset,
+                "moving_subject": f"p{i}",
+                "moving_timepoint": "exp" if not dice else "0",
+                "moving_modality": moving,
+                "fixed_subject": f"p{i}" if not dice else f"q{i}",
+                "fixed_timepoint": "insp" if not dice else "0",
+                "fixed_modality": fixed,
+                "masked": "1" if masked else "0",
+                "metric": "dice" if dice else "landmarks",
+                "dice": v if dice else "",
+                "mtre": "" if dice else v,
+                "negative_jacobian_percent": j,
+                "initial_dice": "",
+                "initial_mtre": "",
+                "seconds": "0.1",
+            }
+        )
     return rows
 
 
@@ -188,7 +216,10 @@ def test_columns_from_config():
 def test_column_order_is_a_config_choice():
     ordered = {**CONFIG, "evaluation": {"column_order": {2: ["brain"]}}}
     assert [(c.table, c.dataset, c.label) for c in columns_from_config(ordered)] == [
-        (2, "brain", "T1w/T1w"), (2, "lung", "CT/CT (masked)"), (2, "lung", "CT/CT"), (5, "brain", "T1w/T2w"),
+        (2, "brain", "T1w/T1w"),
+        (2, "lung", "CT/CT (masked)"),
+        (2, "lung", "CT/CT"),
+        (5, "brain", "T1w/T2w"),
     ]
     # keys as JSON would have them, and an empty order: config order
     as_json = {**CONFIG, "evaluation": {"column_order": {"2": ["brain", "lung"]}}}
@@ -199,13 +230,16 @@ def test_column_order_is_a_config_choice():
 
 
 def test_published_columns_join_the_paper_config():
-    """Every published column has a reproduced counterpart in configs/paper.yaml but ThoraxCBCT's (headed mTRE,
+    """Every published column has a reproduced counterpart in config/paper.yaml but ThoraxCBCT's (headed mTRE,
     holding Dice-like values: stored as dice, while the config scores ThoraxCBCT's landmarks)."""
-    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text(encoding="utf-8"))
-    reproduced = {(c.table, c.dataset, c.moving, c.fixed, c.masked, m) for c in columns_from_config(config)
-                  for m in c.metrics}
-    published = {(r["table"], r["dataset"], r["moving_modality"], r["fixed_modality"], r["masked"], r["metric"])
-                 for r in published_values()}
+    config = load_yaml(CONFIGS / "paper.yaml")
+    reproduced = {
+        (c.table, c.dataset, c.moving, c.fixed, c.masked, m) for c in columns_from_config(config) for m in c.metrics
+    }
+    published = {
+        (r["table"], r["dataset"], r["moving_modality"], r["fixed_modality"], r["masked"], r["metric"])
+        for r in published_values()
+    }
     assert len(published) == 48
     assert published - reproduced == {(4, "L2R-ThoraxCBCT-val", "ct", "cbct", False, "dice")}  # BraTS-Reg's join
 
@@ -245,7 +279,13 @@ def test_build_tables_matches_hand_written(tmp_path):
     out = tmp_path / "tables"
     written = build_tables(_write_eval(tmp_path), CONFIG, out)
     assert [p.name for p in written] == [
-        "summary.csv", "table2.csv", "table2.md", "table2.tex", "table5.csv", "table5.md", "table5.tex",
+        "summary.csv",
+        "table2.csv",
+        "table2.md",
+        "table2.tex",
+        "table5.csv",
+        "table5.md",
+        "table5.tex",
     ]
     assert (out / "table2.csv").read_text(encoding="utf-8") == TABLE2_CSV
     assert (out / "table5.csv").read_text(encoding="utf-8") == TABLE5_CSV
@@ -278,13 +318,37 @@ def test_format_and_escape():
 
 
 def test_published_vs_reproduced(tmp_path):
-    base = {"table": 2, "dataset": "Dirlab-COPDGene", "column_label": "CT/CT (masked)", "moving_modality": "ct",
-            "fixed_modality": "ct", "masked": True, "metric": "landmarks", "io": "noio"}
+    base = {
+        "table": 2,
+        "dataset": "Dirlab-COPDGene",
+        "column_label": "CT/CT (masked)",
+        "moving_modality": "ct",
+        "fixed_modality": "ct",
+        "masked": True,
+        "metric": "landmarks",
+        "io": "noio",
+    }
     summary = [
-        {**base, "method": "unigradicon", "n": 10, "mean": 2.5, "ci_low": 2.0, "ci_high": 3.0, "best": True,
-         "p_vs_best": math.nan},
-        {**base, "method": "identity", "n": 10, "mean": 20.0, "ci_low": 18.0, "ci_high": 22.0, "best": False,
-         "p_vs_best": 0.001},
+        {
+            **base,
+            "method": "unigradicon",
+            "n": 10,
+            "mean": 2.5,
+            "ci_low": 2.0,
+            "ci_high": 3.0,
+            "best": True,
+            "p_vs_best": math.nan,
+        },
+        {
+            **base,
+            "method": "identity",
+            "n": 10,
+            "mean": 20.0,
+            "ci_low": 18.0,
+            "ci_high": 22.0,
+            "best": False,
+            "p_vs_best": 0.001,
+        },
     ]
     text = write_published_vs_reproduced(summary, tmp_path / "pvr.md").read_text(encoding="utf-8")
     assert "## Cells with a published and a reproduced value (1)" in text
@@ -295,6 +359,8 @@ def test_published_vs_reproduced(tmp_path):
     assert "| 2 | Dirlab-COPDGene CT/CT (masked) | mTRE | 1 |" in text
 
     # CSV strings (summary.csv as read back) join the same way
-    as_csv = [{k: ("1" if v is True else "0" if v is False else "" if v != v else str(v)) for k, v in r.items()}
-              for r in summary]
+    as_csv = [
+        {k: ("1" if v is True else "0" if v is False else "" if v != v else str(v)) for k, v in r.items()}
+        for r in summary
+    ]
     assert write_published_vs_reproduced(as_csv, tmp_path / "pvr2.md").read_text(encoding="utf-8") == text

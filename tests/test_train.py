@@ -21,8 +21,14 @@ from mgicon.train.loop import PairModel
 SHAPE = [24, 24, 24]
 NETWORK = {"preset": "tiny", "input_shape": SHAPE, "down_channels": [4, 8, 16], "up_channels": [4, 8, 16]}
 DATASETS = {
-    "syn-brain": {"region": "Brain", "modalities": ["t1w", "t2w", "flair"], "pairing": "inter",
-                  "stages": ["pretrain", "test"], "label_randomization": True, "source": {"kind": "synthetic"}},
+    "syn-brain": {
+        "region": "Brain",
+        "modalities": ["t1w", "t2w", "flair"],
+        "pairing": "inter",
+        "stages": ["pretrain", "test"],
+        "label_randomization": True,
+        "source": {"kind": "synthetic"},
+    },
 }
 
 
@@ -31,7 +37,10 @@ def stage_data(tmp_path_factory):
     """A micro synthetic data stage: preprocessed volumes and pair lists for pretraining and testing."""
     root = tmp_path_factory.mktemp("data")
     config = {
-        "seed": 0, "resources": str(root / "resources"), "network": NETWORK, "datasets": DATASETS,
+        "seed": 0,
+        "resources": str(root / "resources"),
+        "network": NETWORK,
+        "datasets": DATASETS,
         "synthetic": {"size": [24, 28, 24], "subjects": 6, "n_test": 2},
     }
     paths = {}
@@ -40,7 +49,9 @@ def stage_data(tmp_path_factory):
         build.build_manifest(name, config, data / "manifest.csv")
         build.build_preprocessed(name, config, data / "manifest.csv", data / "preprocessed.csv")
         for stage in ("pretrain", "test"):
-            build.build_pair_list(stage, name, config, data / "preprocessed.csv", root / "pairs" / stage / f"{name}.csv")
+            build.build_pair_list(
+                stage, name, config, data / "preprocessed.csv", root / "pairs" / stage / f"{name}.csv"
+            )
         paths[name] = data / "preprocessed.csv"
     return config, root, paths
 
@@ -54,8 +65,16 @@ def _data(stage_data, mode="B", modalities="all", stage="pretrain", inputs_from_
 
 
 def _config(**kw):
-    base = dict(network={**NETWORK, "include_last_step": True}, similarity="lncc", batch_size=2, lr=1e-3,
-                steps=6, checkpoint_every=2, log_every=1, seed=0)
+    base = dict(
+        network={**NETWORK, "include_last_step": True},
+        similarity="lncc",
+        batch_size=2,
+        lr=1e-3,
+        steps=6,
+        checkpoint_every=2,
+        log_every=1,
+        seed=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -63,7 +82,10 @@ def _dice_on_test_pairs(net, data_stage):
     """Mean Dice (labels warped by the predicted maps, nearest) and identity Dice on the held-out t1w pairs."""
     _, root, paths = data_stage
     rows = {(r["subject"], r["modality"]): r for r in build.read_preprocessed(paths["syn-brain"])}
-    pairs = {(p["moving_subject"], p["fixed_subject"]) for p in csv.DictReader(open(root / "pairs" / "test" / "syn-brain.csv"))}
+    pairs = {
+        (p["moving_subject"], p["fixed_subject"])
+        for p in csv.DictReader(open(root / "pairs" / "test" / "syn-brain.csv"))
+    }
 
     def load(path):
         return torch.from_numpy(mgicon.io.itk.to_array(mgicon.io.itk.read_image(path)).astype(np.float32))[None, None]
@@ -137,7 +159,9 @@ def test_erratum_variant_feeds_the_loss_images_to_the_network(stage_data, tmp_pa
 
 
 def test_stage_one_weights_move_into_stage_two(stage_data, tmp_path):
-    stage1 = mgicon.testing.randomize_weights(mgicon.build_network("tiny", input_shape=SHAPE, include_last_step=False), 3)
+    stage1 = mgicon.testing.randomize_weights(
+        mgicon.build_network("tiny", input_shape=SHAPE, include_last_step=False), 3
+    )
     save_checkpoint(stage1, tmp_path / "stage1.pt")
     stage2 = build_model(_config(init_from=str(tmp_path / "stage1.pt")))
     assert stage2.config.include_last_step
@@ -185,7 +209,9 @@ def test_mlflow_run_has_params_metrics_and_run_file(stage_data, tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = _config(steps=3)
-    tracker = Tracker(uri, "train-unit", params={"similarity": cfg.similarity, "lr": cfg.lr}, artifact_root=tmp_path / "art")
+    tracker = Tracker(
+        uri, "train-unit", params={"similarity": cfg.similarity, "lr": cfg.lr}, artifact_root=tmp_path / "art"
+    )
     final = train(cfg, _data(stage_data), tmp_path / "model", tracker=tracker, progress=False)
     tracker.log_artifact(final.with_name("samples.csv"))
     tracker.write_run_file(tmp_path / "model" / "mlflow_run.json", checkpoint=str(final))
@@ -216,3 +242,32 @@ def test_augmentation_shares_permutation_and_flip_and_keeps_each_side_aligned():
     assert not torch.allclose(jit_A, jit_B) and torch.equal(jit_A[:, 0], jit_A[:, 1])
     kept_A, kept_B = augment_pair(side, side, torch.Generator().manual_seed(0), affine_std=0.0, permute=False)
     assert torch.allclose(kept_A, side, atol=1e-5) and torch.allclose(kept_B, side, atol=1e-5)  # axes kept
+
+
+def test_a_multi_device_job_goes_to_torchrun_through_its_job_file(tmp_path, monkeypatch):
+    """``launch`` writes the job file that ``python -m mgicon.train`` reads and starts one process per device."""
+    import subprocess
+
+    from mgicon.train import __main__ as entry
+    from mgicon.train.launch import JOB_FILE, TrainJob, launch, read_job
+
+    job = TrainJob(
+        {"training": {"devices": 2}},
+        "v",
+        "stage2",
+        str(tmp_path / "out"),
+        {"d": "pre.csv"},
+        {"d": "pairs.csv"},
+        "stage1/final.pt",
+    )
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check, env: calls.append((cmd, env)))
+    launch(job, threads=8)
+    ((cmd, env),) = calls
+    assert cmd[1:] == ["--standalone", "--nproc_per_node=2", "-m", "mgicon.train", str(tmp_path / "out" / JOB_FILE)]
+    assert cmd[0].endswith("torchrun") and env["OMP_NUM_THREADS"] == "4"
+    assert read_job(cmd[-1]) == job
+    ran = []
+    monkeypatch.setattr(TrainJob, "run", lambda self, progress=True: ran.append(self))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert entry.main([cmd[-1]]) == 0 and ran == [job]

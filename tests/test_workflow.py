@@ -1,4 +1,5 @@
-"""The Snakemake workflow: lint and format, the data target on a micro synthetic config, a dry run of the paper."""
+"""The Snakemake workflow: lint and format, the data target on .test/config/data.yaml (the demo's datasets, a
+smaller grid), a dry run of the demo and of the paper."""
 
 import copy
 import subprocess
@@ -11,21 +12,14 @@ import yaml
 
 from mgicon.data.build import read_preprocessed
 from mgicon.data.manifest import read_csv, read_manifest
+from tests.paths import CONFIGS, REPO, SNAKEFILE, SNAKEMAKE, TEST_CONFIGS, load_yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-MICRO = {
-    "seed": 0,
-    "network": {"preset": "tiny", "input_shape": [24, 24, 24]},
-    "synthetic": {"size": [24, 28, 24], "subjects": 4, "n_test": 2,
-                  "syn-lung": {"landmarks": 12, "subjects": 2, "n_test": 1}},
-    "datasets": yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["datasets"],
-}
+MICRO_PATH = TEST_CONFIGS / "data.yaml"
+MICRO = load_yaml(MICRO_PATH)
 
 
 def _snakemake(workdir, *args, config=None):
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = [SNAKEMAKE, "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
     if config is not None:
         cmd += ["--configfile", str(config)]
     return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=workdir)
@@ -34,8 +28,7 @@ def _snakemake(workdir, *args, config=None):
 @pytest.fixture(scope="module")
 def micro_data(tmp_path_factory):
     work = tmp_path_factory.mktemp("micro")
-    (work / "micro.yaml").write_text(yaml.safe_dump(MICRO))
-    run = _snakemake(work, "--cores", "2", "data", config=work / "micro.yaml")
+    run = _snakemake(work, "--cores", "2", "data", config=MICRO_PATH)
     assert run.returncode == 0, run.stderr[-3000:]
     return work
 
@@ -53,7 +46,12 @@ def test_data_target_builds_manifests_volumes_and_pairs(micro_data):
         assert {w["dataset"] for w in weights} == {n for n, d in MICRO["datasets"].items() if stage in d["stages"]}
         assert sum(float(w["expected_share"]) for w in weights) == pytest.approx(100, abs=0.05)
     test_list = read_csv(results / "pairs" / "test" / "syn-brain.csv")
-    assert {(p["moving_modality"], p["fixed_modality"]) for p in test_list} == {("t1w", "t1w"), ("t2w", "t2w"), ("t1w", "t2w"), ("t2w", "flair")}
+    assert {(p["moving_modality"], p["fixed_modality"]) for p in test_list} == {
+        ("t1w", "t1w"),
+        ("t2w", "t2w"),
+        ("t1w", "t2w"),
+        ("t2w", "flair"),
+    }
 
 
 def test_landmarks_and_masks_reach_the_manifest(micro_data):
@@ -63,20 +61,25 @@ def test_landmarks_and_masks_reach_the_manifest(micro_data):
 
 
 def test_a_second_run_has_nothing_to_do(micro_data):
-    run = _snakemake(micro_data, "-n", "data", config=micro_data / "micro.yaml")
+    run = _snakemake(micro_data, "-n", "data", config=MICRO_PATH)
     assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr
 
 
 def test_lint_and_snakefmt_are_clean():
     lint = subprocess.run([SNAKEMAKE, "--lint"], capture_output=True, encoding="utf-8", errors="replace", cwd=REPO)
     assert lint.returncode == 0, lint.stdout[-2000:] + lint.stderr[-2000:]
-    fmt = subprocess.run([str(Path(sys.executable).with_name("snakefmt")), "--check", "Snakefile", "workflow/rules"],
-                         capture_output=True, encoding="utf-8", errors="replace", cwd=REPO)
+    fmt = subprocess.run(
+        [str(Path(sys.executable).with_name("snakefmt")), "--check", "workflow/"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=REPO,
+    )
     assert fmt.returncode == 0, fmt.stderr
 
 
 def test_paper_config_plans_the_data_stage(tmp_path):
-    run = _snakemake(tmp_path, "-n", "data", config=REPO / "configs" / "paper.yaml")
+    run = _snakemake(tmp_path, "-n", "data", config=CONFIGS / "paper.yaml")
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout + run.stderr
     assert "manifest" in out and "pair_weights" in out
@@ -85,7 +88,7 @@ def test_paper_config_plans_the_data_stage(tmp_path):
 
 
 def test_default_config_plans_every_variant(tmp_path):
-    run = _snakemake(tmp_path, "-n", config=REPO / "config.yaml")
+    run = _snakemake(tmp_path, "-n", config=CONFIGS / "config.yaml")
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout + run.stderr
     for variant in ("unigradicon", "unigradicon-lncc2", "multigradicon-b", "multigradicon-f", "multigradicon-r"):
@@ -101,7 +104,7 @@ def _planned_rules(run) -> list[str]:
 def test_baselines_do_not_rerun_for_network_settings(micro_data):
     """A finished identity baseline stays finished when the networks' IO settings change, and reruns when its own
     setting (the number of test pairs) does."""
-    config = yaml.safe_load((micro_data / "micro.yaml").read_text())
+    config = copy.deepcopy(MICRO)
     config["evaluation"] = {"baselines": ["identity"], "io": ["noio", "io-lncc2"], "figures": False}
     (micro_data / "base.yaml").write_text(yaml.safe_dump(config))
     tests = [n for n, d in MICRO["datasets"].items() if "test" in d["stages"]]

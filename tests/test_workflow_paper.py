@@ -1,4 +1,4 @@
-"""configs/paper.yaml (and configs/released.yaml) on fake dataset layouts: every source resolves, and the whole
+"""config/paper.yaml (and config/released.yaml) on fake dataset layouts: every source resolves, and the whole
 study plans — with the SLURM profile and without — in seconds.
 
 The fake layouts hold tiny NIfTI files named as each dataset's ``source`` expects: template patterns under a
@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,11 +26,10 @@ from mgicon.data.manifest import read_landmarks
 from mgicon.data.pairs import make_pairs
 from mgicon.data.registry import load_registry
 from mgicon.tables import build_tables, columns_from_config
+from tests.paths import CONFIGS, PROFILES, SNAKEFILE, SNAKEMAKE, load_yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text(encoding="utf-8"))
-RELEASED = yaml.safe_load((REPO / "configs" / "released.yaml").read_text(encoding="utf-8"))
+PAPER = load_yaml(CONFIGS / "paper.yaml")
+RELEASED = load_yaml(CONFIGS / "released.yaml")
 TRAIN_SUBJECTS = ("s01", "s02")
 TRAIN_CASES = ("0901", "0902")  # Learn2Reg case numbers no test list uses
 
@@ -114,7 +112,7 @@ def _fake_learn2reg(folder: Path, name: str, spec, image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def fake_study(tmp_path_factory):
-    """``(workdir, config path, config)``: configs/paper.yaml with every source pointed at a fake layout and
+    """``(workdir, config path, config)``: config/paper.yaml with every source pointed at a fake layout and
     ``results``/``resources`` in the temporary folder."""
     work = tmp_path_factory.mktemp("paper")
     image = work / "image.nii.gz"
@@ -136,8 +134,17 @@ def fake_study(tmp_path_factory):
 
 
 def _snakemake(workdir: Path, *args: str, config: Path) -> tuple[subprocess.CompletedProcess, float]:
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--nolock",
-           "--configfile", str(config), *args]
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--nolock",
+        "--configfile",
+        str(config),
+        *args,
+    ]
     start = time.monotonic()
     run = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=workdir)
     return run, time.monotonic() - start
@@ -200,10 +207,13 @@ def _check_plan(out: str, config) -> None:
 KNOWN_GAPS: dict[str, str] = {}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[n])) if n in KNOWN_GAPS else n
-    for n in PAPER["datasets"]
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[n])) if n in KNOWN_GAPS else n
+        for n in PAPER["datasets"]
+    ],
+)
 def test_every_paper_source_reads_its_fake_layout(fake_study, name):
     """The dataset's manifest from its fake layout, and test pairs for every modality pair it is evaluated on."""
     work, _, config = fake_study
@@ -234,8 +244,10 @@ def test_bratsreg_is_scored_baseline_to_follow_up(fake_study):
     test_subjects = set(config["datasets"]["BratsReg"]["source"]["test_subjects"][:2])
     assert {p["moving_subject"] for p in pairs} == test_subjects
     assert all(p["moving_subject"] == p["fixed_subject"] for p in pairs)
-    assert {(p["moving_timepoint"], p["fixed_timepoint"]) for p in pairs} == {("00_0000", "01_0106"),
-                                                                              ("01_0106", "00_0000")}
+    assert {(p["moving_timepoint"], p["fixed_timepoint"]) for p in pairs} == {
+        ("00_0000", "01_0106"),
+        ("01_0106", "00_0000"),
+    }
     assert len(pairs) == len(test_subjects) * 2 * 10
     # the fake image has the default geometry (origin 0, spacing 1, identity): mm = (X, Y + 239, Z)
     landmarks = {r["landmarks"] for r in rows if r["split"] == "test"}
@@ -243,17 +255,43 @@ def test_bratsreg_is_scored_baseline_to_follow_up(fake_study):
 
 
 # The paper's printed column order (Tables 2-5 of the paper text: dataset, then modality pair), as the tables show
-# them: ``{dataset} {pair label}``.  Table 5's Abdomen column is printed "MR/CT"; configs/paper.yaml scores that
+# them: ``{dataset} {pair label}``.  Table 5's Abdomen column is printed "MR/CT"; config/paper.yaml scores that
 # dataset's CT -> T1w pairs, labelled "CT/T1w".
 PAPER_COLUMNS = {
-    2: ["Dirlab-COPDGene CT/CT (masked)", "Dirlab-COPDGene CT/CT", "HCP-test T1w/T1w", "L2R-Abdomen CT/CT",
-        "OAI-test DESS/DESS"],
-    3: ["HCP-test T2w/T2w", "BratsReg T1w/T1w", "BratsReg T2w/T2w", "BratsReg T1ce/T1ce", "BratsReg FLAIR/FLAIR",
-        "UKBiobank-test WDIXON/WDIXON", "UKBiobank-test FDIXON/FDIXON"],
-    4: ["L2R-NLST-val CT/CT", "L2R-ThoraxCBCT-val CT/CBCT", "IXI-test T1w/T1w", "L2R-OASIS-val T1w/T1w",
-        "Pancreatic-CT-CBCT-SEG-test CT/CBCT"],
-    5: ["HCP-test T1w/T2w", "BratsReg T1w/T2w", "BratsReg T1w/T1ce", "BratsReg T1w/FLAIR", "BratsReg T2w/T1ce",
-        "BratsReg T2w/FLAIR", "BratsReg T1ce/FLAIR", "L2R-AbdomenMRCT-val CT/T1w", "UKBiobank-test FDIXON/WDIXON"],
+    2: [
+        "Dirlab-COPDGene CT/CT (masked)",
+        "Dirlab-COPDGene CT/CT",
+        "HCP-test T1w/T1w",
+        "L2R-Abdomen CT/CT",
+        "OAI-test DESS/DESS",
+    ],
+    3: [
+        "HCP-test T2w/T2w",
+        "BratsReg T1w/T1w",
+        "BratsReg T2w/T2w",
+        "BratsReg T1ce/T1ce",
+        "BratsReg FLAIR/FLAIR",
+        "UKBiobank-test WDIXON/WDIXON",
+        "UKBiobank-test FDIXON/FDIXON",
+    ],
+    4: [
+        "L2R-NLST-val CT/CT",
+        "L2R-ThoraxCBCT-val CT/CBCT",
+        "IXI-test T1w/T1w",
+        "L2R-OASIS-val T1w/T1w",
+        "Pancreatic-CT-CBCT-SEG-test CT/CBCT",
+    ],
+    5: [
+        "HCP-test T1w/T2w",
+        "BratsReg T1w/T2w",
+        "BratsReg T1w/T1ce",
+        "BratsReg T1w/FLAIR",
+        "BratsReg T2w/T1ce",
+        "BratsReg T2w/FLAIR",
+        "BratsReg T1ce/FLAIR",
+        "L2R-AbdomenMRCT-val CT/T1w",
+        "UKBiobank-test FDIXON/WDIXON",
+    ],
 }
 
 
@@ -271,8 +309,7 @@ def test_paper_tables_print_their_columns_in_the_papers_order(fake_study, tmp_pa
 def test_paper_plans_with_the_slurm_profile(fake_study):
     work, path, config = fake_study
     # --cores: a dry run caps threads (and so cpus_per_task) at --cores, 1 if not given
-    run, seconds = _snakemake(work, "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"), "--cores", "64",
-                              config=path)
+    run, seconds = _snakemake(work, "-n", "--workflow-profile", str(PROFILES / "slurm"), "--cores", "64", config=path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert seconds <= 30, seconds
     out = run.stdout + run.stderr
@@ -290,7 +327,7 @@ def test_paper_plans_with_the_slurm_profile(fake_study):
 
 def test_paper_plans_with_the_slurm_profile_given_as_profile(fake_study):
     work, path, config = fake_study
-    run, seconds = _snakemake(work, "-n", "--profile", str(REPO / "profiles" / "slurm"), config=path)
+    run, seconds = _snakemake(work, "-n", "--profile", str(PROFILES / "slurm"), config=path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert seconds <= 30, seconds
     _check_plan(run.stdout + run.stderr, config)
@@ -336,7 +373,7 @@ def _released_cache(root: Path) -> Path:
 
 def test_released_config_as_shipped_stops_at_plan_time_naming_the_manifest(tmp_path, monkeypatch):
     monkeypatch.setenv("MGICON_WEIGHTS", str(_released_cache(tmp_path)))
-    run, _ = _snakemake(tmp_path, "-n", config=REPO / "configs" / "released.yaml")
+    run, _ = _snakemake(tmp_path, "-n", config=CONFIGS / "released.yaml")
     assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if "config error" in line]
     assert len(errors) == 1 and "datasets.my-study.source.path: manifest my-study/manifest.csv not found" in errors[0]

@@ -154,7 +154,11 @@ def read_learn2reg(name: str, dataset_json: Path, layout: Mapping[str, Any], sou
             subject, channel = m.group("case"), str(int(m.group("channel")))
             modality = channels.get(channel, f"channel{channel}")
             timepoint = channel if by_timepoint else "0"
-            extra = {k: (root / entry[v]).resolve() for k, v in (("label", "label"), ("mask", "mask"), ("landmarks", keypoints_key)) if entry.get(v)}
+            extra = {
+                k: (root / entry[v]).resolve()
+                for k, v in (("label", "label"), ("mask", "mask"), ("landmarks", keypoints_key))
+                if entry.get(v)
+            }
             for path in [image, *extra.values()]:
                 if not path.exists():
                     missing.append(str(path))
@@ -194,8 +198,12 @@ def fetch_archive(name: str, source: Mapping[str, Any], resources: Path) -> Path
     lock = json.loads(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else {}
     recorded = lock.get(url, {})
     archive = folder / Path(url.split("?")[0]).name
-    download(url, archive, sha256=source.get("sha256") or recorded.get("sha256"),
-             size=source.get("size") or recorded.get("size"))
+    download(
+        url,
+        archive,
+        sha256=source.get("sha256") or recorded.get("sha256"),
+        size=source.get("size") or recorded.get("size"),
+    )
     if url not in lock:
         record_download(lock_path, url, sha256sum(archive), archive.stat().st_size)
     extract(archive, extracted)
@@ -215,8 +223,14 @@ def _read_layout(name: str, root: Path, source: Mapping[str, Any]) -> list[dict]
     raise DatasetSourceError(f"dataset {name}: unknown layout kind {kind!r}")
 
 
-def dataset_rows(name: str, source: Mapping[str, Any], resources: Path, work: Path, seed: int = 0,
-                 synthetic: Mapping[str, Any] | None = None) -> list[dict]:
+def dataset_rows(
+    name: str,
+    source: Mapping[str, Any],
+    resources: Path,
+    work: Path,
+    seed: int = 0,
+    synthetic: Mapping[str, Any] | None = None,
+) -> list[dict]:
     """Manifest rows of one dataset from its registry ``source`` (see the module docstring)."""
     kind = source.get("kind")
     if kind == "synthetic":
@@ -248,7 +262,9 @@ def dataset_rows(name: str, source: Mapping[str, Any], resources: Path, work: Pa
             check_files(rows, path)
         except ManifestError as exc:
             raise DatasetSourceError(str(exc)) from None
-        return [{**r, "dataset": name, **{c: str(resolve(path, r[c])) if r[c] else "" for c in FILE_COLUMNS}} for r in rows]
+        return [
+            {**r, "dataset": name, **{c: str(resolve(path, r[c])) if r[c] else "" for c in FILE_COLUMNS}} for r in rows
+        ]
     if kind == "learn2reg":
         return read_learn2reg(name, Path(source["path"]).expanduser(), source.get("layout") or {}, source)
     raise DatasetSourceError(f"dataset {name}: unknown source kind {kind!r}")

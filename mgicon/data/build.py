@@ -26,8 +26,9 @@ from mgicon.data.manifest import (
     write_manifest,
 )
 from mgicon.data.pairs import PAIR_COLUMNS, TEST_COLUMNS, WEIGHT_COLUMNS, make_pairs, weights_table
-from mgicon.data.preprocess import NETWORK_COLUMNS, preprocess_rows
+from mgicon.data.preprocess import preprocess_rows
 from mgicon.data.registry import load_registry, stage_weights
+from mgicon.records import NETWORK_COLUMNS
 
 PATH_COLUMNS = (*FILE_COLUMNS, *GROUND_TRUTH_COLUMNS, *NETWORK_COLUMNS)
 
@@ -82,13 +83,17 @@ def build_manifest(name: str, config: Mapping[str, Any], out: str | os.PathLike)
     return portable
 
 
-def build_preprocessed(name: str, config: Mapping[str, Any], manifest: str | os.PathLike, out: str | os.PathLike) -> None:
+def build_preprocessed(
+    name: str, config: Mapping[str, Any], manifest: str | os.PathLike, out: str | os.PathLike
+) -> None:
     """Write the network-shape volumes and ``preprocessed.csv`` for one dataset."""
     manifest, out = Path(manifest), Path(out)
     rows = _absolute(read_manifest(manifest), manifest)
     shape = tuple(config["network"]["input_shape"])
     processed = preprocess_rows(rows, shape, out.parent / "network")
-    write_csv([{**r, **{c: _portable(r[c], out.parent) for c in PATH_COLUMNS if r.get(c)}} for r in processed], out, COLUMNS)
+    write_csv(
+        [{**r, **{c: _portable(r[c], out.parent) for c in PATH_COLUMNS if r.get(c)}} for r in processed], out, COLUMNS
+    )
 
 
 def read_preprocessed(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -95,7 +95,11 @@ def read_landmarks(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_landmarks(points: np.ndarray, path: str | os.PathLike) -> None:
-    write_csv([{"x": f"{p[0]:.6f}", "y": f"{p[1]:.6f}", "z": f"{p[2]:.6f}"} for p in np.asarray(points)], path, ("x", "y", "z"))
+    write_csv(
+        [{"x": f"{p[0]:.6f}", "y": f"{p[1]:.6f}", "z": f"{p[2]:.6f}"} for p in np.asarray(points)],
+        path,
+        ("x", "y", "z"),
+    )
 
 
 LANDMARK_FORMATS = ("mm_csv", "voxel_csv", "dirlab_txt", "bratsreg_csv")
@@ -110,7 +114,7 @@ def read_bratsreg_indices(path: str | os.PathLike) -> np.ndarray:
     ``Landmark,X,Y,Z``, rows in landmark order, corresponding between a subject's baseline and follow-up) hold voxel
     indices of the scan's image array: ``X`` = i along the NIfTI's first axis, ``Y`` = j - 239 along the second
     (the stored values are negative), ``Z`` = k along the third.  This is the reading of ntustison/BraTS-Reg22
-    (``Scripts/process_data.py``, the source the layout in configs/paper.yaml follows), which adds 239 to ``Y`` and
+    (``Scripts/process_data.py``, the source the layout in config/paper.yaml follows), which adds 239 to ``Y`` and
     maps ``(X, Y + 239, Z)`` through ANTs' 0-based ``transform_index_to_physical_point`` of the scan (after
     truncating to integers; here the indices stay continuous).  On the usual BraTS grid (240 × 240 × 155, 1 mm, ITK
     origin (0, -239, 0), identity direction; not checked here) the numbers are then also the scan's ITK/LPS mm

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 from mgicon.data.manifest import scans
 from mgicon.data.registry import DatasetSpec, expected_shares
+from mgicon.vocabulary import FINETUNE, PRETRAIN
 
 PAIR_COLUMNS = ("dataset", "moving_subject", "moving_timepoint", "fixed_subject", "fixed_timepoint", "weight")
 TEST_COLUMNS = PAIR_COLUMNS + ("moving_modality", "fixed_modality")
@@ -52,8 +53,11 @@ def make_pairs(
     out: list[dict[str, object]] = []
     for moving, fixed in candidates:
         base = {
-            "dataset": spec.name, "moving_subject": moving[0], "moving_timepoint": moving[1],
-            "fixed_subject": fixed[0], "fixed_timepoint": fixed[1],
+            "dataset": spec.name,
+            "moving_subject": moving[0],
+            "moving_timepoint": moving[1],
+            "fixed_subject": fixed[0],
+            "fixed_timepoint": fixed[1],
         }
         if stage == "test":
             for m_mod, f_mod in spec.modality_pairs():
@@ -71,7 +75,7 @@ def weights_table(
 ) -> list[dict[str, object]]:
     """Rows of ``weights.csv``: each dataset's weight and expected share next to Table 1's published share."""
     shares = expected_shares(weights)
-    key = {"pretrain": "pretrain_share", "finetune": "finetune_share"}.get(stage)
+    key = {PRETRAIN: "pretrain_share", FINETUNE: "finetune_share"}.get(stage)
     return [
         {
             "dataset": name,

@@ -1,7 +1,7 @@
 """Preprocessing (Sec. 3.3): per-modality normalisation to [0, 1] and resizing to the network shape.
 
 CT and CBCT are clipped to [−1000, 1000] HU, every MR-derived modality (T1w, T2w, FLAIR, DESS, FA, MD, DIXON, …) at
-its 99th percentile (:mod:`mgicon.io.preprocess`).  Images are resized trilinearly (labels and masks: nearest) and
+its 99th percentile (:mod:`mgicon.io.normalize`).  Images are resized trilinearly (labels and masks: nearest) and
 written as NIfTI volumes covering the original field of view, so they still open in any viewer; the originals stay
 where they are, for evaluation at the original resolution.  Masks are resized too; applying them (the lung ROI of
 COPDGene in finetuning) is the training loader's job, per stage.
@@ -16,10 +16,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mgicon.io import itk as itkio
-from mgicon.io.preprocess import normalize
+from mgicon.io.normalize import normalize
 
 CT_LIKE = {"ct", "cbct"}
-NETWORK_COLUMNS = ("network_image", "network_label", "network_mask")
 
 
 def normalization_for(modality: str) -> str:

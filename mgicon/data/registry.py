@@ -20,9 +20,8 @@ from math import comb
 from typing import Any, Mapping
 
 from mgicon.config import with_defaults
+from mgicon.vocabulary import DATA_STAGES, FINETUNE, PAIRINGS, PRETRAIN
 
-STAGES = ("pretrain", "finetune", "test")
-PAIRINGS = ("intra", "inter", "atlas")
 INVERTED_CT = "1-ct"
 
 
@@ -50,7 +49,7 @@ class DatasetSpec:
 
     def modalities_in(self, stage: str) -> tuple[str, ...]:
         """Modalities drawn in ``stage``: inverted CT is an extra modality in pretraining only."""
-        if stage == "pretrain" and self.ct_inversion and "ct" in self.modalities:
+        if stage == PRETRAIN and self.ct_inversion and "ct" in self.modalities:
             return (*self.modalities, INVERTED_CT)
         return self.modalities
 
@@ -73,9 +72,9 @@ def load_registry(datasets: Mapping[str, Mapping[str, Any]]) -> dict[str, Datase
             entry["test_modality_pairs"] = tuple(tuple(p) for p in entry["test_modality_pairs"])
         entry.setdefault("anatomies", (entry.get("region", "").lower(),))
         spec = DatasetSpec(name=name, **entry)
-        unknown = set(spec.stages) - set(STAGES)
+        unknown = set(spec.stages) - set(DATA_STAGES)
         if unknown:
-            raise ValueError(f"dataset {name}: unknown stages {sorted(unknown)}; use {STAGES}")
+            raise ValueError(f"dataset {name}: unknown stages {sorted(unknown)}; use {DATA_STAGES}")
         if spec.pairing not in PAIRINGS:
             raise ValueError(f"dataset {name}: pairing {spec.pairing!r} is not one of {PAIRINGS}")
         registry[name] = spec
@@ -88,7 +87,7 @@ def in_stage(registry: Mapping[str, DatasetSpec], stage: str) -> list[DatasetSpe
 
 def pretrain_weight(spec: DatasetSpec) -> float:
     """``regions × C(m + 1, 2)`` with m the pretraining modalities (inverted CT included)."""
-    m = len(spec.modalities_in("pretrain"))
+    m = len(spec.modalities_in(PRETRAIN))
     return float(spec.regions * comb(m + 1, 2))
 
 
@@ -105,9 +104,9 @@ def finetune_weights(specs: list[DatasetSpec]) -> dict[str, float]:
 def stage_weights(registry: Mapping[str, DatasetSpec], stage: str) -> dict[str, float]:
     """Per-dataset sampling weight of every dataset used in ``stage`` (test datasets all weigh 1)."""
     specs = in_stage(registry, stage)
-    if stage == "pretrain":
+    if stage == PRETRAIN:
         return {spec.name: pretrain_weight(spec) for spec in specs}
-    if stage == "finetune":
+    if stage == FINETUNE:
         return finetune_weights(specs)
     return {spec.name: 1.0 for spec in specs}
 

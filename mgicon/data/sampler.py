@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-MODES = ("B", "F", "R")
+from mgicon.vocabulary import RANDOMIZATIONS
 
 Scan = tuple[str, str]
 
@@ -47,8 +47,8 @@ class PairSampler:
         mode: str = "B",
         seed: int = 0,
     ):
-        if mode not in MODES:
-            raise ValueError(f"loss randomization mode must be one of {MODES}, got {mode!r}")
+        if mode not in RANDOMIZATIONS:
+            raise ValueError(f"loss randomization mode must be one of {RANDOMIZATIONS}, got {mode!r}")
         self.names = [n for n in pairs if pairs[n] and weights.get(n, 0) > 0]
         if not self.names:
             raise ValueError("no dataset with pairs and a positive weight to sample from")

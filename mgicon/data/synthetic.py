@@ -68,8 +68,17 @@ MODALITIES = {
     "syn-dixon": ("fat", "water"),
 }
 MANIFEST_KEYS = (
-    "dataset", "subject", "timepoint", "modality", "image", "label", "landmarks", "mask", "split",
-    "gt_to_template", "gt_from_template",
+    "dataset",
+    "subject",
+    "timepoint",
+    "modality",
+    "image",
+    "label",
+    "landmarks",
+    "mask",
+    "split",
+    "gt_to_template",
+    "gt_from_template",
 )
 FIELD_QUANTUM = 256.0  # stored displacements are multiples of 1/FIELD_QUANTUM mm
 BRAIN_LABELS = {"csf": 1, "gm": 2, "wm": 3}
@@ -77,12 +86,12 @@ ABDOMEN_LABELS = {"liver": 1, "spleen": 2, "kidney_r": 3, "kidney_l": 4, "bone":
 LUNG_LABELS = {"lung_r": 1, "lung_l": 2}
 
 _COMMON = {
-    "subjects": 6,            # subjects per dataset (syn-lung: subjects, each with inhale and exhale)
-    "n_test": 2,              # the last n_test subjects are the test split
+    "subjects": 6,  # subjects per dataset (syn-lung: subjects, each with inhale and exhale)
+    "n_test": 2,  # the last n_test subjects are the test split
     "displacement_mm": 10.0,  # largest velocity of a subject's random deformation (≈ its largest displacement)
-    "modes": 3,               # half-waves per axis of the random smooth fields
-    "noise": 0.02,            # noise standard deviation relative to the intensity scale (1000 HU / 1000 MR units)
-    "bias": 0.2,              # MR bias field: exp(bias · smooth field in [-1, 1])
+    "modes": 3,  # half-waves per axis of the random smooth fields
+    "noise": 0.02,  # noise standard deviation relative to the intensity scale (1000 HU / 1000 MR units)
+    "bias": 0.2,  # MR bias field: exp(bias · smooth field in [-1, 1])
     "contrast_jitter": 0.03,  # per-image relative jitter of every tissue's intensity
 }
 # Per dataset also: size (voxels), fov_mm (field of view, voxel edge to edge), center_mm (its centre; the origin
@@ -91,14 +100,38 @@ _COMMON = {
 # every dataset that has it; a key under a dataset's name to that dataset only.
 DEFAULTS: dict[str, Any] = {
     "datasets": list(DATASETS),
-    "syn-brain": {**_COMMON, "size": [56, 64, 56], "fov_mm": [168.0, 192.0, 168.0], "center_mm": [0.0, 18.0, 18.0],
-                  "displacement_mm": 8.0, "psf_voxels": 0.7},
-    "syn-abdomen": {**_COMMON, "size": [64, 56, 48], "fov_mm": [352.0, 308.0, 216.0],
-                    "center_mm": [0.0, 20.0, -250.0], "displacement_mm": 15.0},
-    "syn-lung": {**_COMMON, "size": [56, 48, 56], "fov_mm": [308.0, 264.0, 336.0], "center_mm": [0.0, 10.0, -150.0],
-                 "subjects": 4, "displacement_mm": 3.0, "breathing_mm": 35.0, "landmarks": 30},
-    "syn-dixon": {**_COMMON, "size": [64, 48, 48], "fov_mm": [384.0, 288.0, 240.0],
-                  "center_mm": [0.0, 10.0, -400.0], "displacement_mm": 15.0},
+    "syn-brain": {
+        **_COMMON,
+        "size": [56, 64, 56],
+        "fov_mm": [168.0, 192.0, 168.0],
+        "center_mm": [0.0, 18.0, 18.0],
+        "displacement_mm": 8.0,
+        "psf_voxels": 0.7,
+    },
+    "syn-abdomen": {
+        **_COMMON,
+        "size": [64, 56, 48],
+        "fov_mm": [352.0, 308.0, 216.0],
+        "center_mm": [0.0, 20.0, -250.0],
+        "displacement_mm": 15.0,
+    },
+    "syn-lung": {
+        **_COMMON,
+        "size": [56, 48, 56],
+        "fov_mm": [308.0, 264.0, 336.0],
+        "center_mm": [0.0, 10.0, -150.0],
+        "subjects": 4,
+        "displacement_mm": 3.0,
+        "breathing_mm": 35.0,
+        "landmarks": 30,
+    },
+    "syn-dixon": {
+        **_COMMON,
+        "size": [64, 48, 48],
+        "fov_mm": [384.0, 288.0, 240.0],
+        "center_mm": [0.0, 10.0, -400.0],
+        "displacement_mm": 15.0,
+    },
 }
 
 
@@ -188,15 +221,17 @@ class Grid:
 
     def image(self, array: np.ndarray, is_vector: bool = False) -> sitk.Image:
         """An image of this grid from a ``[z, y, x]`` (or ``[z, y, x, 3]`` vector) array."""
-        return from_array(array, like=make_image(np.zeros(self.shape, np.uint8), self.spacing, self.origin),
-                          is_vector=is_vector)
+        return from_array(
+            array, like=make_image(np.zeros(self.shape, np.uint8), self.spacing, self.origin), is_vector=is_vector
+        )
 
 
 # ------------------------------------------------------------------------------------------- smooth fields
 
 
-def smooth_field(rng: np.random.Generator, shape: Sequence[int], channels: int, modes: int = 3,
-                 vanish: bool = True) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: Sequence[int], channels: int, modes: int = 3, vanish: bool = True
+) -> np.ndarray:
     """A smooth random field ``(channels, *shape)`` with largest vector norm 1: a sum of separable low-frequency
     modes (amplitude ∝ 1/|n|²).  ``vanish``: sine modes, zero on the grid's border (so that a deformation keeps
     the field of view); otherwise cosines with random phases (bias fields)."""
@@ -278,8 +313,9 @@ def _ramp(signed_mm: np.ndarray, width: float) -> np.ndarray:
     return np.clip(0.5 + signed_mm / width, 0.0, 1.0)
 
 
-def _ellipsoid(axes: tuple[np.ndarray, ...], center: Sequence[float], radii: Sequence[float],
-               width: float) -> np.ndarray:
+def _ellipsoid(
+    axes: tuple[np.ndarray, ...], center: Sequence[float], radii: Sequence[float], width: float
+) -> np.ndarray:
     """Fraction inside an ellipsoid (an infinite radius makes a cylinder), from the first-order signed distance
     ``(1 − ρ)/|∇ρ|`` of its normalized radius ``ρ``."""
     d = [(a - c) / r for a, c, r in zip(axes, center, radii)]
@@ -341,8 +377,9 @@ def abdomen_anatomy(grid: Grid, rng: np.random.Generator) -> np.ndarray:
     fat_mm = _jitter(rng, 22.0, 0.2)
     _paint(f, t["muscle"], _ellipsoid(axes, centre, (body[0] - fat_mm, body[1] - fat_mm, np.inf), w))
     _paint(f, t["fat"], _ellipsoid(axes, *place((0, -0.15, -0.1), (0.5, 0.3, 0.6)), w))  # visceral fat
-    kidneys = {name: place((side * 0.3, 0.32, -0.05), (0.13, 0.16, 0.45)) for name, side in
-               (("kidney_r", -1), ("kidney_l", 1))}  # LPS: the patient's right is −x
+    kidneys = {
+        name: place((side * 0.3, 0.32, -0.05), (0.13, 0.16, 0.45)) for name, side in (("kidney_r", -1), ("kidney_l", 1))
+    }  # LPS: the patient's right is −x
     for centre, radii in kidneys.values():
         _paint(f, t["fat"], _ellipsoid(axes, centre, [1.4 * r for r in radii], w))
     _paint(f, t["bone"], _ellipsoid(axes, *place((0, 0.45, 0), (0.12, 0.14, np.inf)), w))
@@ -357,8 +394,7 @@ def abdomen_anatomy(grid: Grid, rng: np.random.Generator) -> np.ndarray:
 LUNG_TISSUES = ("air", "fat", "soft", "bone", "liver", "heart", "lung_r", "lung_l")
 
 
-def lung_anatomy(grid: Grid, rng: np.random.Generator,
-                 n_landmarks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lung_anatomy(grid: Grid, rng: np.random.Generator, n_landmarks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A chest phantom at inhale: tissue fractions ``(len(LUNG_TISSUES), *shape)``, a vessel map ``[z, y, x]`` in
     [0, 1] (branches plus a bright blob at every landmark) and the landmarks ``(K, 3)`` in mm inside the lungs.
     The lungs are ellipsoids cut below by the diaphragm's domes; the liver lies under the diaphragm."""
@@ -376,8 +412,7 @@ def lung_anatomy(grid: Grid, rng: np.random.Generator,
     top, height = c[2] - _jitter(rng, 0.35, 0.06) * h[2], _jitter(rng, 0.25, 0.06) * h[2]
     liver = _ramp(_dome(axes, top, height, c, 0.6 * h[0]) - z, w) * _ellipsoid(axes, centre, body, w)
     _paint(f, t["liver"], liver)
-    lungs = {name: place((side * 0.4, 0.05, 0.1), (0.34, 0.55, 0.95)) for name, side in
-             (("lung_r", -1), ("lung_l", 1))}
+    lungs = {name: place((side * 0.4, 0.05, 0.1), (0.34, 0.55, 0.95)) for name, side in (("lung_r", -1), ("lung_l", 1))}
     for name, (centre, radii) in lungs.items():
         floor = _dome(axes, top, height, centre, 0.9 * radii[0])
         _paint(f, t[name], _ellipsoid(axes, centre, radii, w) * _ramp(z - floor, w))
@@ -439,8 +474,14 @@ def _mni() -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("ignore")
         from nilearn import datasets
 
-        images = [load(resolution=2) for load in (datasets.load_mni152_brain_mask, datasets.load_mni152_gm_template,
-                                                   datasets.load_mni152_wm_template)]
+        images = [
+            load(resolution=2)
+            for load in (
+                datasets.load_mni152_brain_mask,
+                datasets.load_mni152_gm_template,
+                datasets.load_mni152_wm_template,
+            )
+        ]
     affine = np.asarray(images[0].affine, dtype=float)
     if any(not np.allclose(im.affine, affine) for im in images):
         raise RuntimeError("nilearn's MNI152 mask and tissue maps do not share a grid")
@@ -467,8 +508,10 @@ def brain_anatomy(grid: Grid, psf_voxels: float = 0.0) -> np.ndarray:
     x, y, z = np.broadcast_arrays(*grid.axes_mm())
     ras = np.stack([-x.ravel(), -y.ravel(), z.ravel(), np.ones(x.size)])
     index = (np.linalg.inv(affine) @ ras)[:3]
-    out = [map_coordinates(ch, index, order=1, mode="constant", cval=1.0 if i == 0 else 0.0).reshape(grid.shape)
-           for i, ch in enumerate(channels)]
+    out = [
+        map_coordinates(ch, index, order=1, mode="constant", cval=1.0 if i == 0 else 0.0).reshape(grid.shape)
+        for i, ch in enumerate(channels)
+    ]
     if psf_voxels > 0:
         out = [gaussian_filter(ch, psf_voxels, mode="nearest") for ch in out]
     return np.stack(out).astype(np.float32)
@@ -485,22 +528,57 @@ BRAIN_CONTRAST = {
     "flair": {"outside": 0.0, "csf": 0.1, "gm": 0.8, "wm": 0.55},
 }
 ABDOMEN_CONTRAST = {  # CT with contrast agent (portal venous phase); MR T1-weighted (fat bright, bone dark)
-    "ct": {"air": -1000.0, "fat": -100.0, "muscle": 50.0, "bone": 700.0, "vessel": 170.0, "liver": 105.0,
-           "spleen": 120.0, "kidney_r": 180.0, "kidney_l": 180.0},
-    "mri": {"air": 0.0, "fat": 0.9, "muscle": 0.3, "bone": 0.2, "vessel": 0.05, "liver": 0.55, "spleen": 0.4,
-            "kidney_r": 0.3, "kidney_l": 0.3},
+    "ct": {
+        "air": -1000.0,
+        "fat": -100.0,
+        "muscle": 50.0,
+        "bone": 700.0,
+        "vessel": 170.0,
+        "liver": 105.0,
+        "spleen": 120.0,
+        "kidney_r": 180.0,
+        "kidney_l": 180.0,
+    },
+    "mri": {
+        "air": 0.0,
+        "fat": 0.9,
+        "muscle": 0.3,
+        "bone": 0.2,
+        "vessel": 0.05,
+        "liver": 0.55,
+        "spleen": 0.4,
+        "kidney_r": 0.3,
+        "kidney_l": 0.3,
+    },
 }
 # (proton density, fat fraction) per tissue; fat image = PD·ff, water image = PD·(1 − ff)
-DIXON_TISSUE = {"air": (0.0, 0.0), "fat": (0.95, 0.92), "muscle": (0.75, 0.04), "bone": (0.7, 0.6),
-                "vessel": (0.85, 0.0), "liver": (0.8, 0.08), "spleen": (0.85, 0.02), "kidney_r": (0.9, 0.02),
-                "kidney_l": (0.9, 0.02)}
-LUNG_CT = {"air": -1000.0, "fat": -100.0, "soft": 45.0, "bone": 700.0, "liver": 60.0, "heart": 40.0,
-           "lung_r": -860.0, "lung_l": -860.0}
+DIXON_TISSUE = {
+    "air": (0.0, 0.0),
+    "fat": (0.95, 0.92),
+    "muscle": (0.75, 0.04),
+    "bone": (0.7, 0.6),
+    "vessel": (0.85, 0.0),
+    "liver": (0.8, 0.08),
+    "spleen": (0.85, 0.02),
+    "kidney_r": (0.9, 0.02),
+    "kidney_l": (0.9, 0.02),
+}
+LUNG_CT = {
+    "air": -1000.0,
+    "fat": -100.0,
+    "soft": 45.0,
+    "bone": 700.0,
+    "liver": 60.0,
+    "heart": 40.0,
+    "lung_r": -860.0,
+    "lung_l": -860.0,
+}
 VESSEL_HU = 40.0
 
 
-def _mix(fractions: np.ndarray, tissues: Sequence[str], values: Mapping[str, float], rng: np.random.Generator,
-         jitter: float) -> np.ndarray:
+def _mix(
+    fractions: np.ndarray, tissues: Sequence[str], values: Mapping[str, float], rng: np.random.Generator, jitter: float
+) -> np.ndarray:
     """``Σ fraction · value`` over tissues, every non-air value jittered by ``jitter`` (relative)."""
     out = np.zeros(fractions.shape[1:], np.float64)
     for k, name in enumerate(tissues):
@@ -566,8 +644,16 @@ class _Writer:
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return rel
 
-    def scan(self, subject: int, timepoint: str, images: Mapping[str, np.ndarray], label: np.ndarray | None,
-             mask: np.ndarray | None, deformation: Deformation, landmarks: np.ndarray | None = None) -> None:
+    def scan(
+        self,
+        subject: int,
+        timepoint: str,
+        images: Mapping[str, np.ndarray],
+        label: np.ndarray | None,
+        mask: np.ndarray | None,
+        deformation: Deformation,
+        landmarks: np.ndarray | None = None,
+    ) -> None:
         """Write one scan (all modalities of a subject at a timepoint) and add its rows."""
         sub = f"sub-{subject:02d}"
         stem = f"{sub}_{timepoint}" if timepoint else sub
@@ -579,11 +665,19 @@ class _Writer:
         }
         to_t, from_t = self.deformation(deformation, stem)
         for modality, array in images.items():
-            self.rows.append({
-                "dataset": self.name, "subject": sub, "timepoint": timepoint, "modality": modality,
-                "image": self.image(array, stem, modality), **common, "split": split,
-                "gt_to_template": to_t, "gt_from_template": from_t,
-            })
+            self.rows.append(
+                {
+                    "dataset": self.name,
+                    "subject": sub,
+                    "timepoint": timepoint,
+                    "modality": modality,
+                    "image": self.image(array, stem, modality),
+                    **common,
+                    "split": split,
+                    "gt_to_template": to_t,
+                    "gt_from_template": from_t,
+                }
+            )
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -618,8 +712,12 @@ def _body(w: _Writer, seed: int) -> None:
         if w.name == "syn-abdomen":
             images = {
                 "ct": _ct(_mix(fractions, ABDOMEN_TISSUES, ABDOMEN_CONTRAST["ct"], rng, jitter), rng, cfg),
-                "mri": _mr(_mix(fractions, ABDOMEN_TISSUES, ABDOMEN_CONTRAST["mri"], rng, jitter), rng, cfg,
-                           _bias(rng, grid, cfg)),
+                "mri": _mr(
+                    _mix(fractions, ABDOMEN_TISSUES, ABDOMEN_CONTRAST["mri"], rng, jitter),
+                    rng,
+                    cfg,
+                    _bias(rng, grid, cfg),
+                ),
             }
         else:
             bias = _bias(rng, grid, cfg)  # one acquisition: fat and water share the coil sensitivity
@@ -650,8 +748,9 @@ def breathing_velocity(grid: Grid, rng: np.random.Generator, cfg: Mapping[str, A
     return v + _velocity(rng, grid, cfg)
 
 
-def solve_preimage(transform: sitk.Transform, targets: np.ndarray, tol: float = 1e-7,
-                   iterations: int = 200) -> np.ndarray:
+def solve_preimage(
+    transform: sitk.Transform, targets: np.ndarray, tol: float = 1e-7, iterations: int = 200
+) -> np.ndarray:
     """Points ``q`` with ``transform(q) = p`` for each target ``p`` (mm), by the fixed-point iteration
     ``q ← p − u(q)`` on the transform's displacement ``u`` (converges where ``|∇u| < 1``)."""
     out = []
@@ -678,8 +777,10 @@ def _lung(w: _Writer, seed: int) -> None:
         jitter = float(cfg["contrast_jitter"])
         lung_values = {k: _jitter(rng, v, jitter) if k != "air" else v for k, v in LUNG_CT.items()}
         stacked = np.concatenate([fractions, vessels[None]])
-        for timepoint, deformation, points in (("inhale", Deformation.identity(grid), inhale_points),
-                                               ("exhale", exhale, exhale_points)):
+        for timepoint, deformation, points in (
+            ("inhale", Deformation.identity(grid), inhale_points),
+            ("exhale", exhale, exhale_points),
+        ):
             channels = stacked if timepoint == "inhale" else deformation.warp(stacked, grid)
             f, v = channels[:-1], channels[-1]
             lung = f[LUNG_TISSUES.index("lung_r")] + f[LUNG_TISSUES.index("lung_l")]
@@ -693,15 +794,19 @@ def _lung(w: _Writer, seed: int) -> None:
 
 
 _GENERATORS: dict[str, Callable[[_Writer, int], None]] = {
-    "syn-brain": _brain, "syn-abdomen": _body, "syn-lung": _lung, "syn-dixon": _body,
+    "syn-brain": _brain,
+    "syn-abdomen": _body,
+    "syn-lung": _lung,
+    "syn-dixon": _body,
 }
 
 
 # ------------------------------------------------------------------------------------------------ public API
 
 
-def generate_dataset(name: str, out_dir: str | Path, config: Mapping[str, Any] | None = None,
-                     seed: int = 0) -> list[dict[str, str]]:
+def generate_dataset(
+    name: str, out_dir: str | Path, config: Mapping[str, Any] | None = None, seed: int = 0
+) -> list[dict[str, str]]:
     """Write one synthetic dataset under ``out_dir/name/`` and return its manifest rows (one per image; paths
     relative to ``out_dir``; keys :data:`MANIFEST_KEYS`)."""
     cfg = dataset_config(name, config)
@@ -727,8 +832,9 @@ def _field_transform(path: Path) -> sitk.DisplacementFieldTransform:
     return sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
 
 
-def ground_truth_transform(moving_row: Mapping[str, str], fixed_row: Mapping[str, str],
-                           root: str | Path = ".") -> sitk.Transform:
+def ground_truth_transform(
+    moving_row: Mapping[str, str], fixed_row: Mapping[str, str], root: str | Path = "."
+) -> sitk.Transform:
     """The exact registration of ``moving_row``'s image to ``fixed_row``'s: fixed physical points → moving
     physical points, ``T = psi_moving⁻¹ ∘ psi_fixed`` (paths in the rows are relative to ``root``)."""
     if moving_row["dataset"] != fixed_row["dataset"]:

@@ -2,15 +2,27 @@
 ``results/eval/{method}/{io}/{dataset}.csv`` (:mod:`mgicon.evaluate.runner`).
 
 Methods (:mod:`mgicon.evaluate.methods`): trained variants and released checkpoints, with or without instance
-optimization; ANTsPy SyN (:mod:`mgicon.evaluate.syn`); the identity and the synthetic ground truth as references.
+optimization; ANTsPy SyN (:mod:`mgicon.evaluate.ants_syn`); the identity and the synthetic ground truth as references.
 Scores (:mod:`mgicon.evaluate.scoring`): Dice, mTRE in mm, % negative Jacobian.
 """
 
-from mgicon.evaluate.methods import IO_SETTINGS, KINDS, Method, MethodError, Registered, make_method
-from mgicon.evaluate.runner import EVAL_COLUMNS, PAIR_KEY, evaluate_pairs, summary_metrics, select_pairs
+from mgicon.evaluate.methods import Method, MethodError, Registered, make_method
+from mgicon.evaluate.runner import evaluate_pairs, select_pairs, summary_metrics
 from mgicon.evaluate.scoring import Scores, score
+from mgicon.vocabulary import EVAL_COLUMNS, IO_SETTINGS, METHOD_KINDS, PAIR_KEY
 
 __all__ = [
-    "EVAL_COLUMNS", "IO_SETTINGS", "KINDS", "Method", "MethodError", "PAIR_KEY", "Registered", "Scores",
-    "evaluate_pairs", "make_method", "score", "summary_metrics", "select_pairs",
+    "EVAL_COLUMNS",
+    "IO_SETTINGS",
+    "METHOD_KINDS",
+    "Method",
+    "MethodError",
+    "PAIR_KEY",
+    "Registered",
+    "Scores",
+    "evaluate_pairs",
+    "make_method",
+    "score",
+    "summary_metrics",
+    "select_pairs",
 ]

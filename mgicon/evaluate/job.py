@@ -7,22 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from mgicon.config import setting
 from mgicon.data.build import read_preprocessed
-from mgicon.data.manifest import read_csv
 from mgicon.data.registry import load_registry
 from mgicon.evaluate.methods import Method, MethodError, make_method
-from mgicon.evaluate.runner import evaluate_pairs, summary_metrics, select_pairs
-from mgicon.config import setting
-
-FIXED_METHODS = {"identity": "identity", "ground-truth": "ground-truth", "syn": "syn"}
+from mgicon.evaluate.runner import evaluate_pairs, select_pairs, summary_metrics
+from mgicon.records import EvalRecord, PairRecord, ScanRecord, parse_rows, read_records
+from mgicon.vocabulary import BASELINES, NETWORK, NOIO, SYN
 
 
 def method_kind(config: Mapping[str, Any], method: str) -> str:
-    """``identity``, ``ground-truth``, ``syn`` or ``network`` (a variant or a released checkpoint)."""
-    if method in FIXED_METHODS:
-        return FIXED_METHODS[method]
+    """A baseline's own name (its kind), or ``network`` (a variant or a released checkpoint)."""
+    if method in BASELINES:
+        return method
     if method in config.get("variants", {}) or method in setting(config, "evaluation.released"):
-        return "network"
+        return NETWORK
     raise MethodError(f"method {method}: neither identity, ground-truth, syn, a variant nor a released checkpoint")
 
 
@@ -35,28 +34,45 @@ def released_checkpoint(config: Mapping[str, Any], method: str, allow_download: 
 
 def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.PathLike | None = None) -> Method:
     """The method ``method`` with the settings of ``config["evaluation"]`` (schema defaults where the config, a
-    job's slice of the resolved one, lacks them); ``checkpoint`` for network methods (default: the variant's
-    ``results/models/{variant}/checkpoint.pt`` or the released file)."""
+    job's slice of the resolved one, lacks them).
+
+    Args:
+        checkpoint: a network method's weights: required for a trained variant (the pipeline knows where it wrote
+            them); a released checkpoint defaults to its cached file.
+
+    Raises:
+        MethodError: an unknown method, or a variant without ``checkpoint``.
+    """
     kind = method_kind(config, method)
     seed = int(setting(config, "seed"))
-    if kind == "syn":
-        return make_method(method, "syn", seed=seed, deterministic=bool(setting(config, "evaluation.syn.deterministic")),
-                           threads=setting(config, "evaluation.syn.threads"))
-    if kind != "network":
+    if kind == SYN:
+        return make_method(
+            method,
+            SYN,
+            seed=seed,
+            deterministic=bool(setting(config, "evaluation.syn.deterministic")),
+            threads=setting(config, "evaluation.syn.threads"),
+        )
+    if kind != NETWORK:
         return make_method(method, kind)
     released = setting(config, "evaluation.released").get(method)
     input_shape = None
     if checkpoint is None:
-        if released is not None:
-            checkpoint = released_checkpoint(config, method)
-        else:
-            checkpoint = Path(setting(config, "results")) / "models" / method / "checkpoint.pt"
+        if released is None:
+            raise MethodError(f"method {method}: a trained variant needs its checkpoint")
+        checkpoint = released_checkpoint(config, method)
     if released is not None:  # a bare released state dict carries no grid: evaluate on the config's
         input_shape = tuple(released.get("input_shape") or setting(config, "network.input_shape"))
     return make_method(
-        method, "network", checkpoint=checkpoint, device=str(setting(config, "evaluation.device")),
-        io_iterations=int(setting(config, "evaluation.io_iterations")), io_lr=float(setting(config, "evaluation.io_lr")),
-        seed=seed, bf16=bool(setting(config, "evaluation.bf16")), input_shape=input_shape,
+        method,
+        NETWORK,
+        checkpoint=checkpoint,
+        device=str(setting(config, "evaluation.device")),
+        io_iterations=int(setting(config, "evaluation.io_iterations")),
+        io_lr=float(setting(config, "evaluation.io_lr")),
+        seed=seed,
+        bf16=bool(setting(config, "evaluation.bf16")),
+        input_shape=input_shape,
         io_lncc_sigma=float(setting(config, "evaluation.io_lncc_sigma")),
     )
 
@@ -64,7 +80,7 @@ def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.Pa
 def pair_cap(config: Mapping[str, Any], io: str) -> int | None:
     """Test pairs per modality pair: ``max_pairs``, or ``io_max_pairs`` under IO when set (IO costs far more)."""
     io_cap = setting(config, "evaluation.io_max_pairs")
-    if io != "noio" and io_cap is not None:
+    if io != NOIO and io_cap is not None:
         return int(io_cap)
     return setting(config, "evaluation.max_pairs")
 
@@ -86,7 +102,7 @@ def run_evaluation(
     datasets: Mapping[str, DatasetFiles],
     checkpoint: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, list[dict]]:
+) -> dict[str, list[EvalRecord]]:
     """Evaluate ``method`` under ``io`` on every dataset's test pairs, write their CSVs, and log one MLflow run
     with per-dataset metrics (``{dataset}/dice/t1w-t2w``, …) and the CSVs as artifacts."""
     from mgicon.tracking import config_tracker
@@ -94,20 +110,27 @@ def run_evaluation(
     registry = load_registry(config["datasets"])
     built = build_method(config, method, checkpoint)
     built.check_io(io)
-    params = {"method": method, "kind": built.kind, "io": io, "datasets": sorted(datasets),
-              "fingerprint": built.fingerprint, "max_pairs": pair_cap(config, io)}
+    params = {
+        "method": method,
+        "kind": built.kind,
+        "io": io,
+        "datasets": sorted(datasets),
+        "fingerprint": built.fingerprint,
+        "max_pairs": pair_cap(config, io),
+    }
     if built.kind == "network":
         params.update(checkpoint=str(built.checkpoint), io_iterations=built.io_iterations, io_lr=built.io_lr)
-    tracker = config_tracker(config, f"eval-{method}-{io}", params=params,
-                             tags={"job": "evaluate", "method": method, "io": io})
-    results: dict[str, list[dict]] = {}
+    tracker = config_tracker(
+        config, f"eval-{method}-{io}", params=params, tags={"job": "evaluate", "method": method, "io": io}
+    )
+    results: dict[str, list[EvalRecord]] = {}
     try:
         for name, files in datasets.items():
             spec = registry[name]
-            pairs = select_pairs(read_csv(files.pairs_csv), spec, pair_cap(config, io))
+            pairs = select_pairs(read_records(files.pairs_csv, PairRecord), spec, pair_cap(config, io))
             log(f"{method} / {io} / {name}: {len(pairs)} pairs")
-            rows = evaluate_pairs(built, io, spec, pairs, read_preprocessed(files.preprocessed_csv), files.out_csv,
-                                  files.example_out, log)
+            scans = parse_rows(read_preprocessed(files.preprocessed_csv), ScanRecord, files.preprocessed_csv)
+            rows = evaluate_pairs(built, io, spec, pairs, scans, files.out_csv, files.example_out, log)
             results[name] = rows
             tracker.log_metrics({f"{name}/{k}": v for k, v in summary_metrics(rows).items()}, step=0)
             tracker.log_artifact(files.out_csv, f"eval/{name}")

@@ -2,9 +2,9 @@
 
 A method registers the *moving* scan of a test pair to the *fixed* scan and returns a transform mapping fixed
 physical points to moving physical points (:mod:`mgicon.io.itk`), so every method is scored by the same code
-(:mod:`mgicon.evaluate.scoring`).  Scans are rows of a ``preprocessed.csv`` (absolute paths): ``image``,
-``label``, ``landmarks``, ``mask`` at the original resolution and ``network_image``/``network_mask`` on the
-network grid.
+(:mod:`mgicon.evaluate.scoring`).  Scans are :class:`~mgicon.records.ScanRecord` rows of a ``preprocessed.csv``
+(absolute paths): ``image``, ``label``, ``landmarks``, ``mask`` at the original resolution and
+``network_image``/``network_mask`` on the network grid.
 
 Methods: ``identity`` (the unregistered scores), ``ground-truth`` (the synthetic suite's exact deformation),
 ``syn`` (ANTsPy SyN, mutual information) and ``network`` (a trained variant or a released ``.trch``, without IO or
@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -29,11 +29,9 @@ from mgicon.losses import LNCC_SIGMA, get_similarity
 from mgicon.network.checkpoint import load_network
 from mgicon.network.inference import predict_map
 from mgicon.optimize import IO_LEARNING_RATE, IO_STEPS, instance_optimize
+from mgicon.records import ScanRecord
 from mgicon.register import prepare
-
-#: evaluation settings: name → similarity of the instance optimization (None: the network's prediction)
-IO_SETTINGS: dict[str, str | None] = {"noio": None, "io-lncc2": "lncc2", "io-mind": "mind"}
-KINDS = ("identity", "ground-truth", "syn", "network")
+from mgicon.vocabulary import GROUND_TRUTH, IDENTITY, IO_SETTINGS, IO_SIMILARITY, NETWORK, NOIO, SYN
 
 
 class MethodError(ValueError):
@@ -59,7 +57,7 @@ class Method:
     """Base class: ``register(moving, fixed, masked, io)``; ``fingerprint`` identifies results it can reuse."""
 
     kind = ""
-    io_settings: tuple[str, ...] = ("noio",)
+    io_settings: tuple[str, ...] = (NOIO,)
 
     def __init__(self, name: str):
         self.name = name
@@ -70,16 +68,18 @@ class Method:
 
     def check_io(self, io: str) -> None:
         if io not in self.io_settings:
-            raise MethodError(f"method {self.name} ({self.kind}) has no setting {io!r}; it has {list(self.io_settings)}")
+            raise MethodError(
+                f"method {self.name} ({self.kind}) has no setting {io!r}; it has {list(self.io_settings)}"
+            )
 
-    def register(self, moving: Mapping[str, str], fixed: Mapping[str, str], masked: bool, io: str) -> Registered:
+    def register(self, moving: ScanRecord, fixed: ScanRecord, masked: bool, io: str) -> Registered:
         raise NotImplementedError
 
 
 class IdentityMethod(Method):
     """No registration: scores the pair as it is."""
 
-    kind = "identity"
+    kind = IDENTITY
 
     def register(self, moving, fixed, masked, io):
         self.check_io(io)
@@ -87,23 +87,24 @@ class IdentityMethod(Method):
 
 
 class GroundTruthMethod(Method):
-    """The synthetic suite's exact deformation between two scans (:func:`mgicon.data.synthetic.ground_truth_transform`)."""
+    """The synthetic suite's exact deformation between two scans
+    (:func:`mgicon.data.synthetic.ground_truth_transform`)."""
 
-    kind = "ground-truth"
+    kind = GROUND_TRUTH
 
     def register(self, moving, fixed, masked, io):
         from mgicon.data.synthetic import ground_truth_transform
 
         self.check_io(io)
         start = time.perf_counter()
-        transform = ground_truth_transform(moving, fixed, "/")
+        transform = ground_truth_transform(moving.to_row(), fixed.to_row(), "/")
         return Registered(transform, time.perf_counter() - start)
 
 
 class SynMethod(Method):
-    """ANTsPy SyN with mutual information and default parameters (:mod:`mgicon.evaluate.syn`)."""
+    """ANTsPy SyN with mutual information and default parameters (:mod:`mgicon.evaluate.ants_syn`)."""
 
-    kind = "syn"
+    kind = SYN
 
     def __init__(self, name: str, seed: int = 0, deterministic: bool = True, threads: int | None = None):
         super().__init__(name)
@@ -114,24 +115,25 @@ class SynMethod(Method):
         return f"syn:{self.seed}:{self.deterministic}"
 
     def register(self, moving, fixed, masked, io):
-        from mgicon.evaluate.syn import syn_register
+        from mgicon.evaluate.ants_syn import syn_register
 
         self.check_io(io)
-        moving_image = itkio.read_image(moving["image"])
-        fixed_image = itkio.read_image(fixed["image"])
+        moving_image = itkio.read_image(moving.image)
+        fixed_image = itkio.read_image(fixed.image)
         if masked:
-            moving_image = _masked(moving_image, moving.get("mask"), moving["image"])
-            fixed_image = _masked(fixed_image, fixed.get("mask"), fixed["image"])
-        result = syn_register(moving_image, fixed_image, seed=self.seed, deterministic=self.deterministic,
-                              threads=self.threads)
+            moving_image = _masked(moving_image, moving.mask, moving.image)
+            fixed_image = _masked(fixed_image, fixed.mask, fixed.image)
+        result = syn_register(
+            moving_image, fixed_image, seed=self.seed, deterministic=self.deterministic, threads=self.threads
+        )
         return Registered(result.transform, result.seconds)
 
 
 class NetworkMethod(Method):
     """A GradICON network from a checkpoint (ours, or a released ``.trch`` with ``input_shape``)."""
 
-    kind = "network"
-    io_settings = tuple(IO_SETTINGS)
+    kind = NETWORK
+    io_settings = IO_SETTINGS
 
     def __init__(
         self,
@@ -158,46 +160,63 @@ class NetworkMethod(Method):
     @property
     def fingerprint(self) -> str:
         stat = self.checkpoint.stat()
-        text = f"{self.checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{self.io_iterations}:{self.io_lr}:{self.seed}"
+        text = (
+            f"{self.checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:"
+            f"{self.io_iterations}:{self.io_lr}:{self.seed}"
+        )
         if self.io_lncc_sigma != LNCC_SIGMA:
             text += f":{self.io_lncc_sigma}"
         return "network:" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    def _tensor(self, row: Mapping[str, str], masked: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _tensor(self, scan: ScanRecord, masked: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The normalised image on the network grid (the data stage's volume when its shape fits), and its mask."""
         mask = None
-        volume = itkio.to_array(itkio.read_image(row["network_image"])) if row.get("network_image") else None
+        volume = itkio.to_array(itkio.read_image(scan.network_image)) if scan.network_image else None
         if volume is not None and volume.shape == self.shape:
             tensor = torch.from_numpy(volume.astype("float32"))[None, None]
             if masked:
-                if not row.get("network_mask"):
-                    raise MethodError(f"{row['image']}: masked evaluation needs a mask, the scan has none")
-                mask = (torch.from_numpy(itkio.to_array(itkio.read_image(row["network_mask"])).astype("float32")) > 0)
+                if not scan.network_mask:
+                    raise MethodError(f"{scan.image}: masked evaluation needs a mask, the scan has none")
+                mask = torch.from_numpy(itkio.to_array(itkio.read_image(scan.network_mask)).astype("float32")) > 0
                 mask = mask.float()[None, None]
                 tensor = tensor * mask
             return tensor, mask
-        if masked and not row.get("mask"):
-            raise MethodError(f"{row['image']}: masked evaluation needs a mask, the scan has none")
-        prepared = prepare(row["image"], normalization_for(row["modality"]), self.shape,
-                           row.get("mask") if masked else None, input_masking=masked)
+        if masked and not scan.mask:
+            raise MethodError(f"{scan.image}: masked evaluation needs a mask, the scan has none")
+        prepared = prepare(
+            scan.image,
+            normalization_for(scan.modality),
+            self.shape,
+            scan.mask if masked else None,
+            input_masking=masked,
+        )
         return prepared.tensor, prepared.mask
 
     def register(self, moving, fixed, masked, io):
         self.check_io(io)
         a, mask_a = self._tensor(moving, masked)
         b, mask_b = self._tensor(fixed, masked)
-        moving_image, fixed_image = itkio.read_image(moving["image"]), itkio.read_image(fixed["image"])
+        moving_image, fixed_image = itkio.read_image(moving.image), itkio.read_image(fixed.image)
         start = time.perf_counter()
         a, b = a.to(self.device), b.to(self.device)
-        similarity = IO_SETTINGS[io]
+        similarity = IO_SIMILARITY[io]
         if similarity is None or self.io_iterations == 0:
             phi = predict_map(self.net, a, b, bf16=self.bf16)
         else:
             masks = {}
             if masked:
                 masks = {"mask_moving": mask_a.to(self.device), "mask_fixed": mask_b.to(self.device)}
-            phi = instance_optimize(self.net, a, b, get_similarity(similarity, self.io_lncc_sigma), self.io_iterations, self.io_lr, seed=self.seed,
-                                    bf16=self.bf16, **masks).phi_AB
+            phi = instance_optimize(
+                self.net,
+                a,
+                b,
+                get_similarity(similarity, self.io_lncc_sigma),
+                self.io_iterations,
+                self.io_lr,
+                seed=self.seed,
+                bf16=self.bf16,
+                **masks,
+            ).phi_AB
         if a.is_cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -205,8 +224,9 @@ class NetworkMethod(Method):
 
 
 def make_method(name: str, kind: str, **options: Any) -> Method:
-    """Build a method: ``kind`` ∈ :data:`KINDS`; ``options`` are the keyword arguments of its class."""
-    classes = {"identity": IdentityMethod, "ground-truth": GroundTruthMethod, "syn": SynMethod, "network": NetworkMethod}
+    """Build a method: ``kind`` ∈ :data:`~mgicon.vocabulary.METHOD_KINDS`; ``options`` are the keyword arguments of
+    its class."""
+    classes = {IDENTITY: IdentityMethod, GROUND_TRUTH: GroundTruthMethod, SYN: SynMethod, NETWORK: NetworkMethod}
     if kind not in classes:
         raise MethodError(f"method {name}: unknown kind {kind!r}; choose from {list(classes)}")
     return classes[kind](name, **options)

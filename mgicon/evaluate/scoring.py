@@ -14,13 +14,15 @@ A registration is a transform ``T`` mapping *fixed* physical points to *moving* 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from mgicon import metrics
 from mgicon.data.manifest import read_landmarks
 from mgicon.io import itk as itkio
+from mgicon.records import ScanRecord
+from mgicon.vocabulary import is_fold
 
 
 @dataclass(frozen=True)
@@ -53,25 +55,25 @@ def pair_mtre(transform, fixed_landmarks: str, moving_landmarks: str) -> float:
 
 
 def pair_negative_jacobian(transform, fixed_image) -> float:
-    """Percent of the fixed grid's voxels where the transform folds (``det J < 0``)."""
+    """Percent of the fixed grid's voxels where the transform folds (:func:`~mgicon.vocabulary.is_fold`)."""
     det = itkio.to_array(itkio.jacobian_determinant(itkio.displacement_field(transform, fixed_image)))
-    return 100.0 * float((det < 0).mean())
+    return 100.0 * float(is_fold(det).mean())
 
 
 def score(
     transform,
-    fixed: Mapping[str, str],
-    moving: Mapping[str, str],
+    fixed: ScanRecord,
+    moving: ScanRecord,
     fixed_image=None,
     labels: Sequence[int] | None = None,
 ) -> Scores:
-    """Every score the rows allow: Dice when both scans have label maps, mTRE when both have landmarks, and the
-    fold percentage on the fixed image's grid (``fixed_image``, read from ``fixed["image"]`` if not given)."""
+    """Every score the scans allow: Dice when both have label maps, mTRE when both have landmarks, and the fold
+    percentage on the fixed image's grid (``fixed_image``, read from ``fixed.image`` if not given)."""
     dice = mtre = None
-    if fixed.get("label") and moving.get("label"):
-        dice = pair_dice(transform, fixed["label"], moving["label"], labels)
-    if fixed.get("landmarks") and moving.get("landmarks"):
-        mtre = pair_mtre(transform, fixed["landmarks"], moving["landmarks"])
+    if fixed.label and moving.label:
+        dice = pair_dice(transform, fixed.label, moving.label, labels)
+    if fixed.landmarks and moving.landmarks:
+        mtre = pair_mtre(transform, fixed.landmarks, moving.landmarks)
     if fixed_image is None:
-        fixed_image = itkio.read_image(fixed["image"])
+        fixed_image = itkio.read_image(fixed.image)
     return Scores(dice, mtre, pair_negative_jacobian(transform, fixed_image))

@@ -15,7 +15,7 @@ from mgicon.io.itk import (
     write_image,
     write_transform,
 )
-from mgicon.io.preprocess import MODALITIES, normalize
+from mgicon.io.normalize import MODALITIES, normalize
 
 __all__ = [
     "MODALITIES",

@@ -13,7 +13,7 @@ Conventions (stated once; every function below follows them):
   in ``antsApplyTransforms -t`` order: the **first** file is applied to a fixed point **first** (for SyN:
   ``[warp, affine]`` ⇒ ``T(p) = affine(warp(p))``; the moving image is moved by the affine, then by the warp).
   A SimpleITK :class:`~SimpleITK.CompositeTransform` applies its **last** added transform first, so the files
-  are added in reverse list order.  (Checked by ``tests/test_syn.py``: resampling through the result equals
+  are added in reverse list order.  (Checked by ``tests/test_ants_syn.py``: resampling through the result equals
   ``ants.apply_transforms``; the opposite order does not.)
 * Threads: the ITK inside ANTsPy reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once per process, when ANTs first
   creates an ITK object; changing the variable later has no effect (measured).  With several threads ANTs'
@@ -98,8 +98,9 @@ def to_ants(image: sitk.Image) -> "ants.ANTsImage":
 def from_ants(image: "ants.ANTsImage") -> sitk.Image:
     """An ANTs 3-D scalar image as a SimpleITK image with the same geometry, values and pixel type."""
     if image.dimension != 3 or image.components != 1:
-        raise ValueError(f"from_ants: need a 3-D scalar image, got {image.dimension}-D with {image.components} "
-                         "components")
+        raise ValueError(
+            f"from_ants: need a 3-D scalar image, got {image.dimension}-D with {image.components} components"
+        )
     out = sitk.GetImageFromArray(np.ascontiguousarray(image.numpy().transpose(2, 1, 0)))
     out.SetOrigin(tuple(float(v) for v in image.origin))
     out.SetSpacing(tuple(float(v) for v in image.spacing))
@@ -127,8 +128,10 @@ def _field_from_file(path: str) -> sitk.DisplacementFieldTransform:
     """An ANTs displacement field (``*Warp.nii.gz``; ITK/LPS vectors in mm) read fully into memory."""
     field = sitk.ReadImage(path)
     if field.GetDimension() != 3 or field.GetNumberOfComponentsPerPixel() != 3:
-        raise ValueError(f"{path}: not a 3-D displacement field (dimension {field.GetDimension()}, "
-                         f"{field.GetNumberOfComponentsPerPixel()} components)")
+        raise ValueError(
+            f"{path}: not a 3-D displacement field (dimension {field.GetDimension()}, "
+            f"{field.GetNumberOfComponentsPerPixel()} components)"
+        )
     return sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
 
 
@@ -151,8 +154,9 @@ def transform_from_ants(fwdtransforms: Sequence[str] | str) -> sitk.Transform:
     return composite
 
 
-def apply_transforms(moving: sitk.Image, fixed: sitk.Image, fwdtransforms: Sequence[str],
-                     interpolator: str = "linear") -> sitk.Image:
+def apply_transforms(
+    moving: sitk.Image, fixed: sitk.Image, fwdtransforms: Sequence[str], interpolator: str = "linear"
+) -> sitk.Image:
     """``moving`` resampled on ``fixed``'s grid by ``ants.apply_transforms`` (ANTs' own resampling; used to check
     :func:`transform_from_ants`)."""
     warped = ants.apply_transforms(to_ants(fixed), to_ants(moving), list(fwdtransforms), interpolator=interpolator)
@@ -178,8 +182,15 @@ def _ants_seed(seed: int | None) -> int | None:
     return int(seed) + 1
 
 
-def register(moving: sitk.Image, fixed: sitk.Image, outprefix: str | os.PathLike, *,
-             type_of_transform: str = "SyN", seed: int | None = None, **kwargs: Any) -> AntsRun:
+def register(
+    moving: sitk.Image,
+    fixed: sitk.Image,
+    outprefix: str | os.PathLike,
+    *,
+    type_of_transform: str = "SyN",
+    seed: int | None = None,
+    **kwargs: Any,
+) -> AntsRun:
     """``ants.registration(fixed, moving, type_of_transform, outprefix=..., **kwargs)`` in this process, with
     ANTs' ``--random-seed`` from ``seed`` (None: ANTs' clock-seeded default).  SimpleITK images among
     ``kwargs`` (``mask``, ``moving_mask``) are converted.  Transform files are written under ``outprefix``."""
@@ -190,8 +201,9 @@ def register(moving: sitk.Image, fixed: sitk.Image, outprefix: str | os.PathLike
     ants.config._random_seed = ants_seed
     try:
         start = time.perf_counter()
-        out = ants.registration(fixed_a, moving_a, type_of_transform=type_of_transform,
-                                outprefix=os.fspath(outprefix), **args)
+        out = ants.registration(
+            fixed_a, moving_a, type_of_transform=type_of_transform, outprefix=os.fspath(outprefix), **args
+        )
         seconds = time.perf_counter() - start
     finally:
         ants.config._random_seed = previous
@@ -217,8 +229,16 @@ module._worker(sys.argv[2])
 """
 
 
-def register_in_worker(moving: sitk.Image, fixed: sitk.Image, outprefix: str | os.PathLike, *, threads: int,
-                       type_of_transform: str = "SyN", seed: int | None = None, **kwargs: Any) -> AntsRun:
+def register_in_worker(
+    moving: sitk.Image,
+    fixed: sitk.Image,
+    outprefix: str | os.PathLike,
+    *,
+    threads: int,
+    type_of_transform: str = "SyN",
+    seed: int | None = None,
+    **kwargs: Any,
+) -> AntsRun:
     """:func:`register` in a fresh Python process whose ANTs uses exactly ``threads`` ITK threads (the only way
     to choose them once ANTs has started in this process).  Inputs travel as a pickle beside ``outprefix``
     (``kwargs`` must pickle; SimpleITK images do).  This process's environment is not changed."""
@@ -228,20 +248,36 @@ def register_in_worker(moving: sitk.Image, fixed: sitk.Image, outprefix: str | o
     prefix = Path(outprefix)
     job, result = prefix.with_name(prefix.name + "job.pkl"), prefix.with_name(prefix.name + "result.json")
     with open(job, "wb") as fh:
-        pickle.dump({"moving": moving, "fixed": fixed, "outprefix": os.fspath(prefix), "result": os.fspath(result),
-                     "type_of_transform": type_of_transform, "seed": seed, "kwargs": kwargs}, fh)
+        pickle.dump(
+            {
+                "moving": moving,
+                "fixed": fixed,
+                "outprefix": os.fspath(prefix),
+                "result": os.fspath(result),
+                "type_of_transform": type_of_transform,
+                "seed": seed,
+                "kwargs": kwargs,
+            },
+            fh,
+        )
     env = dict(os.environ)
     env[_THREAD_VARIABLE] = str(int(threads))
     env[_THREAD_LIST_VARIABLE] = _THREAD_VARIABLE
     # subprocess.run kills the worker when this process gets an exception (KeyboardInterrupt, a SIGTERM handler's
     # exception); _WORKER_CODE makes it die with this process when this one is killed outright
-    proc = subprocess.run([sys.executable, "-c", _WORKER_CODE, os.path.abspath(__file__), os.fspath(job),
-                           str(os.getpid())], env=env, cwd=prefix.parent, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WORKER_CODE, os.path.abspath(__file__), os.fspath(job), str(os.getpid())],
+        env=env,
+        cwd=prefix.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if proc.returncode != 0 or not result.is_file():
         lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
-        raise RuntimeError(f"ANTs registration worker failed (exit {proc.returncode}): "
-                           f"{lines[-1] if lines else 'no output'}")
+        raise RuntimeError(
+            f"ANTs registration worker failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}"
+        )
     data = json.loads(result.read_text(encoding="utf-8"))
     return AntsRun(list(data["fwdtransforms"]), float(data["seconds"]))
 
@@ -251,8 +287,15 @@ def _worker(job_path: str) -> None:
     with open(job_path, "rb") as fh:
         job = pickle.load(fh)
     if itk_threads() is None or str(itk_threads()) != os.environ.get(_THREAD_VARIABLE):
-        raise RuntimeError(f"worker could not fix ITK's thread count ({_THREAD_VARIABLE}="
-                           f"{os.environ.get(_THREAD_VARIABLE)!r})")
-    run = register(job["moving"], job["fixed"], job["outprefix"], type_of_transform=job["type_of_transform"],
-                   seed=job["seed"], **job["kwargs"])
+        raise RuntimeError(
+            f"worker could not fix ITK's thread count ({_THREAD_VARIABLE}={os.environ.get(_THREAD_VARIABLE)!r})"
+        )
+    run = register(
+        job["moving"],
+        job["fixed"],
+        job["outprefix"],
+        type_of_transform=job["type_of_transform"],
+        seed=job["seed"],
+        **job["kwargs"],
+    )
     Path(job["result"]).write_text(json.dumps({"fwdtransforms": run.fwdtransforms, "seconds": run.seconds}))

@@ -46,18 +46,58 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 _HEAD = 64 * 1024  # text headers (MetaImage, NRRD) are looked for in the first 64 KiB
 _MET_SIZES = {
-    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4,
-    "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 4,
+    "MET_ULONG": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
 }
 _NRRD_SIZES = {
     **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
-    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
-                     "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
-    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t",
-                     "float"), 4),
-    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
-                     "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64",
-                     "uint64_t", "double"), 8),
+    **dict.fromkeys(
+        (
+            "short",
+            "short int",
+            "signed short",
+            "signed short int",
+            "int16",
+            "int16_t",
+            "ushort",
+            "unsigned short",
+            "unsigned short int",
+            "uint16",
+            "uint16_t",
+        ),
+        2,
+    ),
+    **dict.fromkeys(
+        ("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t", "float"), 4
+    ),
+    **dict.fromkeys(
+        (
+            "longlong",
+            "long long",
+            "long long int",
+            "signed long long",
+            "signed long long int",
+            "int64",
+            "int64_t",
+            "ulonglong",
+            "unsigned long long",
+            "unsigned long long int",
+            "uint64",
+            "uint64_t",
+            "double",
+        ),
+        8,
+    ),
 }
 
 
@@ -118,12 +158,12 @@ def _nifti_layout(head: bytes) -> tuple[bool, int, int] | None:
             single, minimum = head[4:8] == b"n+2\0", 544
         else:
             continue
-        if not 1 <= dims[0] <= 7 or min(dims[1:dims[0] + 1]) < 1 or bitpix <= 0 or not math.isfinite(offset):
+        if not 1 <= dims[0] <= 7 or min(dims[1 : dims[0] + 1]) < 1 or bitpix <= 0 or not math.isfinite(offset):
             return None
         offset = int(offset)
         if single and offset < minimum:
             return None
-        return single, offset, -(-math.prod(dims[1:dims[0] + 1]) * bitpix // 8)
+        return single, offset, -(-math.prod(dims[1 : dims[0] + 1]) * bitpix // 8)
     return None
 
 
@@ -272,8 +312,9 @@ def check_image_data(path: str | os.PathLike, what: str = "image") -> None:
         if short:
             raise _truncated(path, what, inflated.size - layout[1], layout[2])
         if inflated.problem:
-            raise ImageError(f"{path}: {what} is truncated (its gzip stream ends after {inflated.size} bytes, "
-                             "before its end marker)")
+            raise ImageError(
+                f"{path}: {what} is truncated (its gzip stream ends after {inflated.size} bytes, before its end marker)"
+            )
         return
     layout = _nifti_layout(head)
     if layout is not None:
@@ -407,8 +448,14 @@ def index_to_physical(image: sitk.Image, indices: np.ndarray) -> np.ndarray:
 def is_label_image(image: sitk.Image) -> bool:
     """Integer pixel types are label maps: they are warped with nearest neighbour and keep their type."""
     return image.GetPixelID() in {
-        sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16,
-        sitk.sitkUInt32, sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64,
+        sitk.sitkUInt8,
+        sitk.sitkInt8,
+        sitk.sitkUInt16,
+        sitk.sitkInt16,
+        sitk.sitkUInt32,
+        sitk.sitkInt32,
+        sitk.sitkUInt64,
+        sitk.sitkInt64,
     }
 
 
@@ -440,7 +487,9 @@ TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt")
 # formats offered when an image suffix cannot be written (each is test-written before it is offered)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".gipl", ".h5", ".vtk", ".tif", ".mrc")
 OUTPUT_KINDS = {
-    "transform": "an ITK transform", "image": "a 3-D image", "vector image": "a 3-D vector image",
+    "transform": "an ITK transform",
+    "image": "a 3-D image",
+    "vector image": "a 3-D vector image",
     "4-D image": "a 4-D image",
 }
 

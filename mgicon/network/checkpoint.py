@@ -61,13 +61,19 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], input_shape=(175, 175, 
             break
     else:
         raise CheckpointError("not a GradICON network state dict (no coarsest U-Net found)")
-    levels = sorted(int(m.group(1)) for k in state_dict if (m := re.fullmatch(re.escape(prefix) + r"downConvs\.(\d+)\.weight", k)))
+    levels = sorted(
+        int(m.group(1)) for k in state_dict if (m := re.fullmatch(re.escape(prefix) + r"downConvs\.(\d+)\.weight", k))
+    )
     down = tuple(int(state_dict[f"{prefix}downConvs.{d}.weight"].shape[0]) for d in levels)
     up = tuple(int(state_dict[f"{prefix}upConvs.{d}.weight"].shape[1]) for d in levels)
     in_channels = int(state_dict[f"{prefix}downConvs.0.weight"].shape[1]) // 2
     config = NetworkConfig(
-        input_shape=tuple(input_shape), down_channels=down, up_channels=up, include_last_step=last_step,
-        input_channels=in_channels, preset="custom",
+        input_shape=tuple(input_shape),
+        down_channels=down,
+        up_channels=up,
+        include_last_step=last_step,
+        input_channels=in_channels,
+        preset="custom",
     )
     for name, preset in PRESETS.items():
         if preset.replace(input_shape=config.input_shape, preset="custom") == config:

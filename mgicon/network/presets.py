@@ -80,9 +80,7 @@ PRESETS: dict[str, NetworkConfig] = {
     "small": NetworkConfig(
         input_shape=(64, 64, 64), down_channels=(8, 16, 32, 64), up_channels=(8, 16, 32, 32), preset="small"
     ),
-    "tiny": NetworkConfig(
-        input_shape=(32, 32, 32), down_channels=(4, 8, 16), up_channels=(4, 8, 16), preset="tiny"
-    ),
+    "tiny": NetworkConfig(input_shape=(32, 32, 32), down_channels=(4, 8, 16), up_channels=(4, 8, 16), preset="tiny"),
 }
 
 

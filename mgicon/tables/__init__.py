@@ -17,11 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from mgicon.data.manifest import read_csv, write_csv
+from mgicon.data.manifest import write_csv
+from mgicon.records import EvalRecord, read_records
 from mgicon.tables.layout import (
-    EVAL_COLUMNS,
-    METRIC_LABELS,
-    PAPER_VARIANTS,
     SUMMARY_COLUMNS,
     Column,
     columns_from_config,
@@ -33,6 +31,7 @@ from mgicon.tables.layout import (
 )
 from mgicon.tables.published import published_values
 from mgicon.tables.render import cell_text, format_number, render_table, write_text
+from mgicon.vocabulary import METRIC_LABELS, PAPER_VARIANTS
 
 __all__ = [
     "Column",
@@ -48,12 +47,12 @@ __all__ = [
 JOIN_KEY = ("dataset", "moving_modality", "fixed_modality", "masked", "metric", "io", "method")
 
 
-def read_eval_csvs(paths: Iterable[str | os.PathLike]) -> list[dict[str, str]]:
-    """The rows of every evaluation CSV (each must have :data:`~mgicon.tables.layout.EVAL_COLUMNS`)."""
-    rows: list[dict[str, str]] = []
+def read_eval_csvs(paths: Iterable[str | os.PathLike]) -> list[EvalRecord]:
+    """The records of every evaluation CSV (each must have :data:`~mgicon.vocabulary.EVAL_COLUMNS`)."""
+    records: list[EvalRecord] = []
     for path in paths:
-        rows.extend(read_csv(path, EVAL_COLUMNS))
-    return rows
+        records.extend(read_records(path, EvalRecord))
+    return records
 
 
 def build_tables(
@@ -82,8 +81,7 @@ def write_claims(
     and columns have them); write ``claims.md`` and ``claims.csv``."""
     from mgicon.tables.claims import CLAIM_COLUMNS, claim_rows, evaluate_findings, render_markdown
 
-    results = evaluate_findings(read_eval_csvs(eval_csvs), columns_from_config(config), published_values(),
-                                seed=seed)
+    results = evaluate_findings(read_eval_csvs(eval_csvs), columns_from_config(config), published_values(), seed=seed)
     with_published = any(c.published for r in results for check in r.checks for c in check.comparisons)
     write_csv(claim_rows(results), csv_path, CLAIM_COLUMNS)
     return [write_text(md_path, render_markdown(results, with_published)), Path(csv_path)]
@@ -126,17 +124,30 @@ def write_published_vs_reproduced(summary_rows: Iterable[Mapping[str, Any]], out
         ]
         for p, r in matched:
             diff = r["mean"] - p["value"]
-            lines.append(_md([
-                p["table"], _pair(p), METRIC_LABELS[p["metric"]], io_label(p["io"]), method_label(p["method"]),
-                p["value_text"], cell_text(r), r["n"], format_number(p["metric"], diff, signed=True) or "–",
-                p["note"],
-            ]))
+            lines.append(
+                _md(
+                    [
+                        p["table"],
+                        _pair(p),
+                        METRIC_LABELS[p["metric"]],
+                        io_label(p["io"]),
+                        method_label(p["method"]),
+                        p["value_text"],
+                        cell_text(r),
+                        r["n"],
+                        format_number(p["metric"], diff, signed=True) or "–",
+                        p["note"],
+                    ]
+                )
+            )
     else:
         lines.append("None.")
-    lines += _unmatched("Published cells without a reproduced value",
-                        (p for p in published if _key(p) not in reproduced))
-    lines += _unmatched("Reproduced cells without a published value",
-                        (r for key, r in reproduced.items() if key not in published_keys))
+    lines += _unmatched(
+        "Published cells without a reproduced value", (p for p in published if _key(p) not in reproduced)
+    )
+    lines += _unmatched(
+        "Reproduced cells without a published value", (r for key, r in reproduced.items() if key not in published_keys)
+    )
     return write_text(out_path, "\n".join(lines) + "\n")
 
 

@@ -6,7 +6,7 @@ the words imply on table cells); this module evaluates them on the per-pair eval
 Conventions:
 
 * A *side* of a comparison is a method (or a group of methods) at one IO setting.  Its value on a pair is the
-  method's value in the table's unit (:data:`~mgicon.tables.layout.METRIC_FIELDS`); a group's is the mean over its
+  method's value in the table's unit (:func:`~mgicon.tables.layout.pair_values`); a group's is the mean over its
   methods, on the pairs every one of them scored.  Means, 95 % bootstrap intervals and the paired Wilcoxon test
   (:mod:`mgicon.tables.stats`) are taken over the pairs both sides scored.
 * ``difference`` is a − b in the table's unit, ``gain`` the same signed so that positive means a is better (Dice
@@ -30,19 +30,22 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import yaml
 
+from mgicon.records import EvalRecord
 from mgicon.tables.layout import (
-    IO_ORDER,
     LOWER_IS_BETTER,
-    METRIC_LABELS,
     Column,
-    _group,
-    _values,
+    group_pairs,
     io_label,
     method_label,
+    metric_values,
+    pair_values,
+    paired,
 )
 from mgicon.tables.stats import bootstrap_ci, paired_test
+from mgicon.vocabulary import DICE, IO_OPTIMIZED, LANDMARKS, METRIC_LABELS
 
 FINDINGS_FILE = Path(__file__).with_name("data") / "findings.yaml"
 PASS, FAIL, NA = "PASS", "FAIL", "n.a."
@@ -52,9 +55,32 @@ ANY_IO = "any-io"
 SAME = "same"
 FAT_WATER = frozenset({"fat", "water"})
 CLAIM_COLUMNS = (
-    "finding", "status", "published_status", "check", "check_status", "table", "dataset", "column_label", "metric",
-    "a", "a_io", "b", "b_io", "n", "a_mean", "a_ci_low", "a_ci_high", "b_mean", "b_ci_low", "b_ci_high",
-    "difference", "p_value", "holds", "published_a", "published_b", "published_holds",
+    "finding",
+    "status",
+    "published_status",
+    "check",
+    "check_status",
+    "table",
+    "dataset",
+    "column_label",
+    "metric",
+    "a",
+    "a_io",
+    "b",
+    "b_io",
+    "n",
+    "a_mean",
+    "a_ci_low",
+    "a_ci_high",
+    "b_mean",
+    "b_ci_low",
+    "b_ci_high",
+    "difference",
+    "p_value",
+    "holds",
+    "published_a",
+    "published_b",
+    "published_holds",
 )
 
 
@@ -134,8 +160,12 @@ def _check(raw: Mapping[str, Any], where: str) -> Check:
     if raw.get("quantifier", "all") not in QUANTIFIERS:
         raise ValueError(f"{where}: quantifier must be one of {QUANTIFIERS}, got {raw.get('quantifier')!r}")
     return Check(
-        a=dict(raw["a"]), b=dict(raw["b"]), relation=raw["relation"], quantifier=raw.get("quantifier", "all"),
-        margin=dict(raw.get("margin") or {}), tolerance=dict(raw.get("tolerance") or {}),
+        a=dict(raw["a"]),
+        b=dict(raw["b"]),
+        relation=raw["relation"],
+        quantifier=raw.get("quantifier", "all"),
+        margin=dict(raw.get("margin") or {}),
+        tolerance=dict(raw.get("tolerance") or {}),
         columns=dict(raw.get("columns") or {}),
     )
 
@@ -193,7 +223,7 @@ def _sides(check: Check, groups: Mapping[str, Sequence[str]], present: set[str])
             return f"{spec['group']} ({', '.join(method_label(m) for m in chosen)})"
         return method_label(chosen[0])
 
-    ios_a = list(IO_ORDER[1:]) if check.a["io"] == ANY_IO else [check.a["io"]]
+    ios_a = list(IO_OPTIMIZED) if check.a["io"] == ANY_IO else [check.a["io"]]
     chosen_a = methods(check.a)
     chosen_b = methods(check.b)
     if not chosen_a or not chosen_b:
@@ -204,8 +234,11 @@ def _sides(check: Check, groups: Mapping[str, Sequence[str]], present: set[str])
     for io in ios_a:
         for a_methods in singles:
             a = Side(a_methods, io, label(check.a, a_methods))
-            b = Side(a_methods, check.b["io"], a.label) if same else Side(chosen_b, check.b["io"],
-                                                                          label(check.b, chosen_b))
+            b = (
+                Side(a_methods, check.b["io"], a.label)
+                if same
+                else Side(chosen_b, check.b["io"], label(check.b, chosen_b))
+            )
             out.append((a, b))
     return out
 
@@ -228,18 +261,20 @@ def _gain(difference: float, metric: str) -> float:
     return -difference if LOWER_IS_BETTER.get(metric, False) else difference
 
 
-def _side_values(by_row: Mapping[tuple[str, str], Mapping], side: Side, metric: str) -> dict[tuple, float]:
-    """Per-pair values of a side (the mean over its methods on the pairs all of them scored)."""
-    per_method = [_values(by_row.get((side.io, m), {}), metric) for m in side.methods]
-    if not per_method or not all(per_method):
-        return {}
-    common = set.intersection(*(set(v) for v in per_method))
-    return {k: float(np.mean([v[k] for v in per_method])) for k in common}
+def _side_values(by_row: Mapping[tuple[str, str], pd.DataFrame], side: Side, metric: str) -> pd.Series:
+    """Per-pair values of a side, by pair key (the mean over its methods on the pairs all of them scored)."""
+    per_method = [metric_values(by_row.get((side.io, m)), metric) for m in side.methods]
+    if not per_method or any(v.empty for v in per_method):
+        return pd.Series(dtype=float)
+    common = pd.concat(per_method, axis=1, join="inner")
+    return pd.Series([float(np.mean(v)) for v in common.to_numpy()], index=common.index, dtype=float)
 
 
 def _published_mean(published: Mapping[tuple, float], column: Column, metric: str, side: Side) -> float:
-    values = [published.get((column.dataset, column.moving, column.fixed, column.masked, metric, side.io, m))
-              for m in side.methods]
+    values = [
+        published.get((column.dataset, column.moving, column.fixed, column.masked, metric, side.io, m))
+        for m in side.methods
+    ]
     if not values or any(v is None for v in values):
         return math.nan
     return float(np.mean(values))
@@ -270,19 +305,26 @@ def _combine(statuses: Sequence[str]) -> str:
 
 
 def evaluate_findings(
-    eval_rows: Iterable[Mapping[str, str]],
+    records: Iterable[EvalRecord],
     columns: Sequence[Column],
     published: Iterable[Mapping[str, Any]] = (),
     findings_file: str | os.PathLike = FINDINGS_FILE,
     seed: int = 0,
 ) -> list[FindingResult]:
-    """Every finding of ``findings_file`` on the run's evaluation rows (and on the published cells, if given)."""
+    """Every finding of ``findings_file`` on the run's evaluation records (and on the published cells, if given)."""
     groups, findings = load_findings(findings_file)
-    grouped = _group(eval_rows)
+    grouped = group_pairs(pair_values(records))
     present = {method for rows in grouped.values() for _, method in rows}
     published_cells = {
-        (p["dataset"], p["moving_modality"], p["fixed_modality"], bool(p["masked"]), p["metric"], p["io"],
-         p["method"]): float(p["value"])
+        (
+            p["dataset"],
+            p["moving_modality"],
+            p["fixed_modality"],
+            bool(p["masked"]),
+            p["metric"],
+            p["io"],
+            p["method"],
+        ): float(p["value"])
         for p in published
     }
     published_methods = {key[-1] for key in published_cells}
@@ -300,10 +342,14 @@ def evaluate_findings(
             status = _per_side_status(comparisons, check.quantifier, published=False)
             published_status = _per_side_status(comparisons, check.quantifier, published=True)
             check_results.append(CheckResult(check, comparisons, status, published_status))
-        results.append(FindingResult(
-            finding, check_results, _combine([c.status for c in check_results]),
-            _combine([c.published_status for c in check_results]),
-        ))
+        results.append(
+            FindingResult(
+                finding,
+                check_results,
+                _combine([c.status for c in check_results]),
+                _combine([c.published_status for c in check_results]),
+            )
+        )
     return results
 
 
@@ -311,11 +357,10 @@ def _compare(grouped, published_cells, column: Column, a: Side, b: Side, check: 
     metric = column.metric
     out = Comparison(column, metric, a, b)
     by_row = grouped.get((column.dataset, column.moving, column.fixed, column.masked), {})
-    va, vb = _side_values(by_row, a, metric), _side_values(by_row, b, metric)
-    common = sorted(set(va) & set(vb))
-    if common:
-        xa, xb = [va[k] for k in common], [vb[k] for k in common]
-        out.n = len(common)
+    both = paired(_side_values(by_row, a, metric), _side_values(by_row, b, metric))
+    if len(both):
+        xa, xb = both["a"].to_numpy(), both["b"].to_numpy()
+        out.n = len(both)
         out.a_mean, out.b_mean = float(np.mean(xa)), float(np.mean(xb))
         out.a_ci, out.b_ci = bootstrap_ci(xa, seed=seed), bootstrap_ci(xb, seed=seed)
         out.p_value = paired_test(xa, xb)
@@ -332,7 +377,7 @@ def _compare(grouped, published_cells, column: Column, a: Side, b: Side, check: 
 def _num(value: float, metric: str) -> str:
     if value is None or math.isnan(value):
         return ""
-    return f"{value:.2f}" if metric == "landmarks" else f"{value:.1f}"
+    return f"{value:.2f}" if metric == LANDMARKS else f"{value:.1f}"
 
 
 def _flag(value: bool | None) -> str:
@@ -348,17 +393,34 @@ def claim_rows(results: Sequence[FindingResult]) -> list[dict[str, Any]]:
             rows.append({**base, "check": "", "check_status": NA})
         for i, check in enumerate(r.checks, 1):
             for c in check.comparisons:
-                rows.append({
-                    **base, "check": i, "check_status": check.status, "table": c.column.table,
-                    "dataset": c.column.dataset, "column_label": c.column.label, "metric": c.metric,
-                    "a": ";".join(c.a.methods), "a_io": c.a.io, "b": ";".join(c.b.methods), "b_io": c.b.io,
-                    "n": c.n, "a_mean": c.a_mean, "a_ci_low": c.a_ci[0], "a_ci_high": c.a_ci[1], "b_mean": c.b_mean,
-                    "b_ci_low": c.b_ci[0], "b_ci_high": c.b_ci[1], "difference": c.difference,
-                    "p_value": c.p_value, "holds": _flag(c.holds),
-                    "published_a": c.published[0] if c.published else "",
-                    "published_b": c.published[1] if c.published else "",
-                    "published_holds": _flag(c.published_holds),
-                })
+                rows.append(
+                    {
+                        **base,
+                        "check": i,
+                        "check_status": check.status,
+                        "table": c.column.table,
+                        "dataset": c.column.dataset,
+                        "column_label": c.column.label,
+                        "metric": c.metric,
+                        "a": ";".join(c.a.methods),
+                        "a_io": c.a.io,
+                        "b": ";".join(c.b.methods),
+                        "b_io": c.b.io,
+                        "n": c.n,
+                        "a_mean": c.a_mean,
+                        "a_ci_low": c.a_ci[0],
+                        "a_ci_high": c.a_ci[1],
+                        "b_mean": c.b_mean,
+                        "b_ci_low": c.b_ci[0],
+                        "b_ci_high": c.b_ci[1],
+                        "difference": c.difference,
+                        "p_value": c.p_value,
+                        "holds": _flag(c.holds),
+                        "published_a": c.published[0] if c.published else "",
+                        "published_b": c.published[1] if c.published else "",
+                        "published_holds": _flag(c.published_holds),
+                    }
+                )
     return [{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
 
 
@@ -380,50 +442,90 @@ def render_markdown(results: Sequence[FindingResult], with_published: bool = Fal
         "(`mgicon/tables/data/findings.yaml`). A finding PASSes when each of its checks holds on the means "
         "(quantifier *all*: every comparison; *most*: more than half); p is the paired Wilcoxon test over the pairs "
         "both sides registered, reported but not required (few test pairs cannot reach significance). Units: "
-        f"{METRIC_LABELS['dice']} points, {METRIC_LABELS['landmarks']} mm.",
+        f"{METRIC_LABELS[DICE]} points, {METRIC_LABELS[LANDMARKS]} mm.",
         "",
         "| finding | source | claim | status |" + (" published cells |" if with_published else ""),
         "|---|---|---|---|" + ("---|" if with_published else ""),
     ]
     for r in results:
-        lines.append(f"| {r.finding.id} | {r.finding.source} | {r.finding.claim} | **{r.status}** |"
-                     + (f" {r.published_status} |" if with_published else ""))
+        lines.append(
+            f"| {r.finding.id} | {r.finding.source} | {r.finding.claim} | **{r.status}** |"
+            + (f" {r.published_status} |" if with_published else "")
+        )
     for r in results:
-        lines += ["", f"## {r.finding.id}: {r.status}", "", f"> {r.finding.words} ({r.finding.source})", "",
-                  f"Checked: {r.finding.claim}."]
+        lines += [
+            "",
+            f"## {r.finding.id}: {r.status}",
+            "",
+            f"> {r.finding.words} ({r.finding.source})",
+            "",
+            f"Checked: {r.finding.claim}.",
+        ]
         for i, check in enumerate(r.checks, 1):
             spec = check.check
             tolerant = spec.relation in ("close", "not_worse")
             limit = spec.tolerance if tolerant else spec.margin
             limits = ", ".join(f"{METRIC_LABELS[k]} {v:g}" for k, v in limit.items()) or "0"
-            lines += ["", f"Check {i}: a {spec.relation.replace('_', ' ')} b ({spec.quantifier} comparisons per "
-                      f"a; {'tolerance' if tolerant else 'margin'} {limits}): "
-                      f"**{check.status}**" + (f" (published cells: {check.published_status})"
-                                               if with_published else ""), ""]
+            lines += [
+                "",
+                f"Check {i}: a {spec.relation.replace('_', ' ')} b ({spec.quantifier} comparisons per "
+                f"a; {'tolerance' if tolerant else 'margin'} {limits}): "
+                f"**{check.status}**" + (f" (published cells: {check.published_status})" if with_published else ""),
+                "",
+            ]
             if not check.comparisons:
                 lines.append("No comparable column in this run.")
                 continue
-            head = ["table", "column", "metric", "a", "b", "n", "a mean [95% CI]", "b mean [95% CI]", "a − b", "p",
-                    "holds"]
+            head = [
+                "table",
+                "column",
+                "metric",
+                "a",
+                "b",
+                "n",
+                "a mean [95% CI]",
+                "b mean [95% CI]",
+                "a − b",
+                "p",
+                "holds",
+            ]
             if with_published:
                 head += ["published a", "published b", "holds (published)"]
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for c in check.comparisons:
                 cells = [
-                    c.column.table, f"{c.column.dataset} {c.column.label}", METRIC_LABELS[c.metric],
-                    f"{c.a.label}, {io_label(c.a.io)}", f"{c.b.label}, {io_label(c.b.io)}", c.n,
-                    _cell(c.a_mean, c.a_ci, c.metric), _cell(c.b_mean, c.b_ci, c.metric),
-                    _num(c.difference, c.metric), "" if math.isnan(c.p_value) else f"{c.p_value:.3g}",
+                    c.column.table,
+                    f"{c.column.dataset} {c.column.label}",
+                    METRIC_LABELS[c.metric],
+                    f"{c.a.label}, {io_label(c.a.io)}",
+                    f"{c.b.label}, {io_label(c.b.io)}",
+                    c.n,
+                    _cell(c.a_mean, c.a_ci, c.metric),
+                    _cell(c.b_mean, c.b_ci, c.metric),
+                    _num(c.difference, c.metric),
+                    "" if math.isnan(c.p_value) else f"{c.p_value:.3g}",
                     _flag(c.holds),
                 ]
                 if with_published:
-                    cells += [_num(c.published[0], c.metric) if c.published else "",
-                              _num(c.published[1], c.metric) if c.published else "", _flag(c.published_holds)]
+                    cells += [
+                        _num(c.published[0], c.metric) if c.published else "",
+                        _num(c.published[1], c.metric) if c.published else "",
+                        _flag(c.published_holds),
+                    ]
                 lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
-    "CLAIM_COLUMNS", "FAIL", "NA", "PASS", "Finding", "FindingResult", "claim_rows", "column_selected",
-    "evaluate_findings", "load_findings", "render_markdown",
+    "CLAIM_COLUMNS",
+    "FAIL",
+    "NA",
+    "PASS",
+    "Finding",
+    "FindingResult",
+    "claim_rows",
+    "column_selected",
+    "evaluate_findings",
+    "load_findings",
+    "render_markdown",
 ]

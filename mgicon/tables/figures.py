@@ -15,7 +15,7 @@ Conventions (stated once here):
   drawn lines are their iso-lines.  They deform exactly as the warped image does (upstream icon_registration draws
   the same iso-lines of the map over the warped image); the identity gives straight, evenly spaced lines.
 * The Jacobian determinant is the physical one (:func:`mgicon.io.itk.jacobian_determinant` of the displacement
-  field on the fixed grid); folds are ``J ≤ 0``.
+  field on the fixed grid); folds are ``J < 0`` (:func:`mgicon.vocabulary.is_fold`).
 * matplotlib is imported only inside the plotting functions (it belongs to the ``workflow`` extra) and is used
   through :class:`matplotlib.figure.Figure` (Agg canvas), so no global backend is switched.  Files are written
   atomically through :func:`mgicon.fsutil.atomic_path`.
@@ -32,6 +32,7 @@ import numpy as np
 
 from mgicon.fsutil import atomic_path
 from mgicon.io.itk import displacement_field, index_to_physical, jacobian_determinant, to_array, warp_image
+from mgicon.vocabulary import IO_SETTINGS, METRIC_LABELS, NEGATIVE_JACOBIAN, is_fold
 
 if TYPE_CHECKING:  # type hints only; SimpleITK calls live in mgicon.io.itk
     import SimpleITK as sitk
@@ -39,9 +40,7 @@ if TYPE_CHECKING:  # type hints only; SimpleITK calls live in mgicon.io.itk
 SLICE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 PANEL_COLUMNS = ("fixed", "moving", "warped moving", "deformation grid", "Jacobian determinant")
 JACOBIAN_RANGE = (0.0, 2.0)  # diverging colour scale, centred at 1 (no change of volume)
-IO_ORDER = ("noio", "io-lncc2", "io-mind")
-METRIC_LABELS = {"dice": "Dice (%)", "landmarks": "mTRE (mm)"}
-SKIPPED_METRICS = {"negative_jacobian_percent"}
+SKIPPED_METRICS = {NEGATIVE_JACOBIAN}
 PANEL_INCHES = 2.4
 DPI = 100
 
@@ -101,8 +100,8 @@ def panel_data(
     ``fixed``/``moving``/``warped``: intensities (fixed grid for ``warped``; ``moving`` on its own grid, same
     relative slice position).  ``grid_row``/``grid_col``: in-plane coordinates (mm along the fixed slice's
     vertical/horizontal axis, from the fixed origin) of ``T(p)`` for each fixed pixel ``p``.  ``jacobian``: the
-    physical Jacobian determinant; ``folds``: ``jacobian <= 0``.  ``slice_index`` is along the fixed image (default:
-    middle); the moving slice is taken at the same fraction of its own size.
+    physical Jacobian determinant; ``folds``: ``jacobian < 0`` (:func:`~mgicon.vocabulary.is_fold`).  ``slice_index``
+    is along the fixed image (default: middle); the moving slice is taken at the same fraction of its own size.
     """
     axis = _axis(slice_axis)
     fixed_array = to_array(fixed).astype(np.float32)
@@ -135,7 +134,7 @@ def panel_data(
         "grid_row": grid_row,
         "grid_col": grid_col,
         "jacobian": jacobian,
-        "folds": jacobian <= 0,
+        "folds": is_fold(jacobian),
     }
 
 
@@ -190,8 +189,9 @@ def registration_panels(
     ratio = float(np.clip(first.shape[0] * fixed_aspect / first.shape[1], 0.4, 2.5))  # slice height / width
     ncols, nrows = len(PANEL_COLUMNS), len(rows)
     header = 0.45 if title else 0.25
-    fig = Figure(figsize=(ncols * PANEL_INCHES + 0.6, nrows * PANEL_INCHES * ratio + header), dpi=dpi,
-                 layout="constrained")
+    fig = Figure(
+        figsize=(ncols * PANEL_INCHES + 0.6, nrows * PANEL_INCHES * ratio + header), dpi=dpi, layout="constrained"
+    )
     if title:
         fig.suptitle(title)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -207,8 +207,9 @@ def registration_panels(
         ax[0].imshow(data["fixed"], vmin=fixed_window[0], vmax=fixed_window[1], aspect=fixed_aspect, **gray)
         ax[1].imshow(data["moving"], vmin=moving_window[0], vmax=moving_window[1], aspect=moving_aspect, **gray)
         ax[2].imshow(data["warped"], vmin=moving_window[0], vmax=moving_window[1], aspect=fixed_aspect, **gray)
-        ax[3].imshow(data["warped"], vmin=moving_window[0], vmax=moving_window[1], aspect=fixed_aspect,
-                     alpha=0.6, **gray)
+        ax[3].imshow(
+            data["warped"], vmin=moving_window[0], vmax=moving_window[1], aspect=fixed_aspect, alpha=0.6, **gray
+        )
         h, w = data["grid_row"].shape
         for coordinate, colour in ((data["grid_row"], "tab:orange"), (data["grid_col"], "tab:cyan")):
             lo, hi = np.nanmin(coordinate), np.nanmax(coordinate)
@@ -220,10 +221,21 @@ def registration_panels(
         image = ax[4].imshow(data["jacobian"], cmap="RdBu_r", norm=norm, aspect=fixed_aspect, interpolation="nearest")
         folds = data["folds"]
         if folds.any():
-            ax[4].imshow(np.ma.masked_where(~folds, np.ones_like(data["jacobian"])), cmap=fold_colour,
-                         aspect=fixed_aspect, interpolation="nearest")
-        ax[4].text(0.02, 0.02, f"J≤0: {100.0 * folds.mean():.2g}%", transform=ax[4].transAxes, fontsize=7,
-                   color="black", bbox=dict(facecolor="white", alpha=0.7, linewidth=0, pad=1))
+            ax[4].imshow(
+                np.ma.masked_where(~folds, np.ones_like(data["jacobian"])),
+                cmap=fold_colour,
+                aspect=fixed_aspect,
+                interpolation="nearest",
+            )
+        ax[4].text(
+            0.02,
+            0.02,
+            f"J<0: {100.0 * folds.mean():.2g}%",
+            transform=ax[4].transAxes,
+            fontsize=7,
+            color="black",
+            bbox=dict(facecolor="white", alpha=0.7, linewidth=0, pad=1),
+        )
         fig.colorbar(image, ax=ax[4], extend="both", fraction=0.05, pad=0.02)
         for c, a in enumerate(ax):
             a.set_xticks([])
@@ -266,8 +278,9 @@ def _ordered(values: Iterable[str], preferred: Iterable[str] = ()) -> list[str]:
 
 def summary_plot(summary_rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """Bar charts of one table's long-form summary (:mod:`mgicon.tables.layout`, in the tables' units: DICE in %,
-    mTRE in mm): one subplot per (dataset, column_label, metric); % folds are not plotted.  Bars are methods (one colour each, shared
-    legend) grouped by instance optimisation (noio, io-lncc2, io-mind, then others); error bars span the CI.
+    mTRE in mm; axes labelled with :data:`~mgicon.vocabulary.METRIC_LABELS`): one subplot per (dataset,
+    column_label, metric); % folds are not plotted.  Bars are methods (one colour each, shared legend) grouped by
+    instance optimisation (:data:`~mgicon.vocabulary.IO_SETTINGS`, then others); error bars span the CI.
     Written atomically; returns ``path``."""
     from matplotlib.figure import Figure
 
@@ -287,14 +300,15 @@ def summary_plot(summary_rows: Iterable[Mapping[str, Any]], path: str | os.PathL
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(3.2 * ncols, 2.8 * nrows + 0.4 + 0.25 * math.ceil(len(methods) / 4)), dpi=DPI,
-                 layout="constrained")
+    fig = Figure(
+        figsize=(3.2 * ncols, 2.8 * nrows + 0.4 + 0.25 * math.ceil(len(methods) / 4)), dpi=DPI, layout="constrained"
+    )
     if title:
         fig.suptitle(title)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (dataset, column, metric) in zip(axes, panels):
         mine = [r for r in rows if (r["dataset"], r["column_label"], r["metric"]) == (dataset, column, metric)]
-        groups = _ordered((r["io"] for r in mine), IO_ORDER)
+        groups = _ordered((r["io"] for r in mine), IO_SETTINGS)
         ticks = []
         x = 0.0
         for io in groups:
@@ -306,8 +320,15 @@ def summary_plot(summary_rows: Iterable[Mapping[str, Any]], path: str | os.PathL
                 err = None
                 if math.isfinite(low) and math.isfinite(high):
                     err = [[max(r["mean"] - low, 0.0)], [max(high - r["mean"], 0.0)]]
-                ax.bar(x, r["mean"], width=0.8, color=colours[r["method"]], yerr=err, capsize=2,
-                       error_kw=dict(linewidth=0.8))
+                ax.bar(
+                    x,
+                    r["mean"],
+                    width=0.8,
+                    color=colours[r["method"]],
+                    yerr=err,
+                    capsize=2,
+                    error_kw=dict(linewidth=0.8),
+                )
                 x += 1.0
             ticks.append(((start + x - 1.0) / 2, io))
             x += 0.6  # gap between io groups
@@ -315,10 +336,15 @@ def summary_plot(summary_rows: Iterable[Mapping[str, Any]], path: str | os.PathL
         ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=8)
         ax.set_title(f"{dataset}\n{column}", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=colours[m], label=m) for m in methods], loc="outside lower center",
-               ncols=min(4, len(methods)), fontsize=8, frameon=False)
+    fig.legend(
+        handles=[Patch(color=colours[m], label=m) for m in methods],
+        loc="outside lower center",
+        ncols=min(4, len(methods)),
+        fontsize=8,
+        frameon=False,
+    )
     return _save(fig, path)

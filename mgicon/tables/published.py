@@ -5,7 +5,7 @@ metric, io, method, value, note``.
 
 Conventions
 -----------
-* ``dataset`` and the modality names are those of ``configs/paper.yaml`` (COPDGene → ``Dirlab-COPDGene``, HCP →
+* ``dataset`` and the modality names are those of ``config/paper.yaml`` (COPDGene → ``Dirlab-COPDGene``, HCP →
   ``HCP-test``, Abdomen CTCT → ``L2R-Abdomen``, OAI → ``OAI-test``, Brats-Reg → ``BratsReg``, UK Biobank →
   ``UKBiobank-test`` with WDIXON = ``water`` and FDIXON = ``fat``, NLST → ``L2R-NLST-val``, ThoraxCBCT →
   ``L2R-ThoraxCBCT-val``, IXI → ``IXI-test``, OASIS → ``L2R-OASIS-val``, Pancreatic-CT-CBCT-SEG →
@@ -17,7 +17,7 @@ Conventions
 * ``io`` ∈ {``noio``, ``io-lncc2``, ``io-mind``} and ``method`` ∈ {``syn``, ``unigradicon``,
   ``unigradicon-lncc2``, ``multigradicon-b``, ``multigradicon-f``, ``multigradicon-r``, ``multigradicon``}, as in
   the evaluation CSVs.
-* Against configs/paper.yaml, 47 of the 48 published ``(dataset, pair, masked, metric)`` column keys join a
+* Against config/paper.yaml, 47 of the 48 published ``(dataset, pair, masked, metric)`` column keys join a
   reproduced column, the BraTS-Reg ones included (its test subjects are scored with ``landmarks``); the one that
   does not is ThoraxCBCT's Dice-like column (below).
 
@@ -58,10 +58,18 @@ from typing import Any
 from mgicon.data.manifest import read_csv
 
 COLUMNS = (
-    "table", "dataset", "column_label", "moving_modality", "fixed_modality", "masked",
-    "metric", "io", "method", "value", "note",
+    "table",
+    "dataset",
+    "column_label",
+    "moving_modality",
+    "fixed_modality",
+    "masked",
+    "metric",
+    "io",
+    "method",
+    "value",
+    "note",
 )
-TABLES = (2, 3, 4, 5)
 
 
 @lru_cache(maxsize=1)

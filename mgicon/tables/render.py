@@ -6,6 +6,10 @@ the mean): DICE(%) with one decimal, mTRE with two, % J<0 as ``1.2e-3`` (or ``0`
 column; † : worse than the best at p < 0.05 (two-sided paired Wilcoxon signed-rank test on the pairs both scored).
 The wide CSV holds the means only (6 significant digits), one column per (dataset, pair, metric).  Every file is
 written atomically (temporary file, then rename).
+
+The table model is a pandas grid of the long-form summary (:func:`table_grid`: the summary unstacked to one row per
+``(io, method)`` and one column per cell); the Markdown and LaTeX lines are joined here, as pandas' ``to_markdown``
+and ``to_latex`` cannot write the paper's two header rows, IO blocks and emphasis.
 """
 
 from __future__ import annotations
@@ -13,19 +17,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
 
 from mgicon.data.manifest import write_csv
 from mgicon.fsutil import atomic_write_text
-from mgicon.tables.layout import (
-    JACOBIAN,
-    METRIC_LABELS,
-    PAPER_VARIANTS,
-    Column,
-    io_label,
-    method_label,
-    row_key,
-)
+from mgicon.tables.layout import Column, io_label, method_label, row_key
+from mgicon.vocabulary import DICE, METRIC_LABELS, NEGATIVE_JACOBIAN, PAPER_VARIANTS
 
 ALPHA = 0.05
 CAPTION = (
@@ -47,12 +46,12 @@ def format_number(metric: str, value: float, signed: bool = False) -> str:
     if value is None or math.isnan(value):
         return ""
     sign = "+" if signed and value > 0 else ""
-    if metric == JACOBIAN:
+    if metric == NEGATIVE_JACOBIAN:
         if value == 0:
             return "0"
         mantissa, exponent = f"{value:.1e}".split("e")
         return f"{sign}{mantissa}e{int(exponent)}"
-    return f"{sign}{value:.1f}" if metric == "dice" else f"{sign}{value:.2f}"
+    return f"{sign}{value:.1f}" if metric == DICE else f"{sign}{value:.2f}"
 
 
 def cell_text(row: Mapping[str, Any]) -> str:
@@ -67,29 +66,36 @@ def significantly_worse(row: Mapping[str, Any]) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------- table model
-def _index(summary: Iterable[Mapping[str, Any]], table: int) -> dict[tuple, Mapping[str, Any]]:
-    fields = ("dataset", "moving_modality", "fixed_modality", "masked", "metric", "io", "method")
-    return {tuple(bool(r[f]) if f == "masked" else r[f] for f in fields): r for r in summary if r["table"] == table}
+#: the summary fields a cell shows, and the summary columns that name a cell
+FIELDS = ("mean", "ci_low", "ci_high", "best", "p_vs_best")
+CELL = ("dataset", "moving_modality", "fixed_modality", "masked", "metric")
 
 
-def _rows(index: Mapping[tuple, Any], variants: Sequence[str]) -> list[tuple[str, str]]:
-    keys = {(k[5], k[6]) for k in index}
-    return sorted(keys, key=lambda k: row_key(k[0], k[1], variants))
+def table_grid(
+    summary: pd.DataFrame, columns: Sequence[Column], table: int, variants: Sequence[str] = PAPER_VARIANTS
+) -> pd.DataFrame:
+    """Table ``table`` of the long-form summary: index ``(io, method)`` in row order (every row the table's summary
+    has), columns ``(field, *CELL)`` for each of :data:`FIELDS` and each cell of ``columns``, in column order (NaN:
+    the row has no value there)."""
+    mine = summary[summary["table"] == table]
+    rows = sorted(set(zip(mine["io"], mine["method"])), key=lambda k: row_key(k[0], k[1], variants))
+    cells = [(f, c.dataset, c.moving, c.fixed, c.masked, m) for f in FIELDS for c in columns for m in c.metrics]
+    index = pd.MultiIndex.from_tuples(rows, names=["io", "method"])
+    header = pd.MultiIndex.from_tuples(cells, names=["field", *CELL])
+    if mine.empty:
+        return pd.DataFrame(index=index, columns=header, dtype=float)
+    wide = mine.set_index(["io", "method", *CELL])[list(FIELDS)].unstack(list(CELL))
+    return wide.reindex(index=index, columns=header)
 
 
-def _cells(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], io: str, method: str
-           ) -> list[Mapping[str, Any] | None]:
-    """One row's summary cells, column by column and metric by metric (None: no value)."""
-    cells = []
-    for col in columns:
-        for metric in col.metrics:
-            r = index.get(_cell_key(col, metric, io, method))
-            cells.append(None if r is None or math.isnan(r["mean"]) else r)
-    return cells
-
-
-def _cell_key(col: Column, metric: str, io: str, method: str) -> tuple:
-    return col.dataset, col.moving, col.fixed, col.masked, metric, io, method
+def _cells(grid: pd.DataFrame, io: str, method: str) -> list[dict[str, Any] | None]:
+    """One row's cells, column by column and metric by metric: the summary fields, or None (no value)."""
+    row = grid.loc[(io, method)]
+    out: list[dict[str, Any] | None] = []
+    for cell in grid["mean"].columns:
+        values = {f: row[(f, *cell)] for f in FIELDS}
+        out.append(None if pd.isna(values["mean"]) else {**values, "metric": cell[-1]})
+    return out
 
 
 def wide_header(columns: Sequence[Column]) -> list[str]:
@@ -97,12 +103,11 @@ def wide_header(columns: Sequence[Column]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------- writers
-def write_wide_csv(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], rows, path: Path) -> Path:
+def write_wide_csv(grid: pd.DataFrame, columns: Sequence[Column], path: Path) -> Path:
+    """The means of :func:`table_grid`, one column per :func:`wide_header` (empty: no value)."""
     header = wide_header(columns)
-    out = []
-    for io, method in rows:
-        values = ["" if r is None else f"{r['mean']:.6g}" for r in _cells(index, columns, io, method)]
-        out.append(dict(zip(header, [io, method, *values])))
+    means = grid["mean"].map(lambda v: "" if pd.isna(v) else f"{v:.6g}")
+    out = [dict(zip(header, [io, method, *values])) for (io, method), values in zip(means.index, means.to_numpy())]
     write_csv(out, path, header)
     return path
 
@@ -111,7 +116,7 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], rows, table: int) -> str:
+def markdown(grid: pd.DataFrame, columns: Sequence[Column], table: int) -> str:
     lines = [f"**Table {table}** (reproduced): {CAPTION}", ""]
     head = ["IO", "Method"]
     for col in columns:
@@ -120,10 +125,10 @@ def markdown(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column]
     lines.append("|" + "---|" * len(head))
     lines.append("| | | " + " | ".join(METRIC_LABELS[m] for c in columns for m in c.metrics) + " |")
     previous_io = None
-    for io, method in rows:
+    for io, method in grid.index:
         cells = [io_label(io) if io != previous_io else "", _md_escape(method_label(method))]
         previous_io = io
-        for r in _cells(index, columns, io, method):
+        for r in _cells(grid, io, method):
             if r is None:
                 cells.append("–")
                 continue
@@ -134,10 +139,23 @@ def markdown(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column]
 
 
 _TEX = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "²": r"$^2$", "<": r"$<$", ">": r"$>$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "²": r"$^2$",
+    "<": r"$<$",
+    ">": r"$>$",
     "†": r"$^\dagger$",
-    "×": r"$\times$", "−": "-", "–": "--",
+    "×": r"$\times$",
+    "−": "-",
+    "–": "--",
 }
 
 
@@ -146,7 +164,7 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in text)
 
 
-def latex(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], rows, table: int) -> str:
+def latex(grid: pd.DataFrame, columns: Sequence[Column], table: int) -> str:
     spec = "ll" + "".join("|cc" for _ in columns)
     lines = [
         f"% Table {table}, reproduced (written by mgicon.tables)",
@@ -155,17 +173,18 @@ def latex(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], r
         rf"\caption{{Table {table} (reproduced): {tex_escape(CAPTION)}}}",
         rf"\begin{{tabular}}{{{spec}}}",
         r"\hline",
-        " & & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{tex_escape(f'{c.dataset} {c.label}')}}}" for c in columns)
+        " & & "
+        + " & ".join(rf"\multicolumn{{2}}{{c}}{{{tex_escape(f'{c.dataset} {c.label}')}}}" for c in columns)
         + r" \\",
         " & & " + " & ".join(tex_escape(METRIC_LABELS[m]) for c in columns for m in c.metrics) + r" \\",
     ]
     previous_io = None
-    for io, method in rows:
+    for io, method in grid.index:
         if io != previous_io:
             lines.append(r"\hline")
         cells = [tex_escape(io_label(io)) if io != previous_io else "", tex_escape(method_label(method))]
         previous_io = io
-        for r in _cells(index, columns, io, method):
+        for r in _cells(grid, io, method):
             if r is None:
                 cells.append("--")
                 continue
@@ -178,19 +197,19 @@ def latex(index: Mapping[tuple, Mapping[str, Any]], columns: Sequence[Column], r
 
 
 def render_table(
-    summary: Sequence[Mapping[str, Any]],
+    summary: pd.DataFrame,
     columns: Sequence[Column],
     table: int,
     out_dir: str | os.PathLike,
     variants: Sequence[str] = PAPER_VARIANTS,
 ) -> list[Path]:
-    """Write ``table{n}.csv``, ``.md`` and ``.tex`` for the ``columns`` of table ``table``; returns the paths."""
+    """Write ``table{n}.csv``, ``.md`` and ``.tex`` for the ``columns`` of table ``table`` from the long-form
+    ``summary`` (:func:`mgicon.tables.layout.summarize`); returns the paths."""
     out_dir = Path(out_dir)
     cols = [c for c in columns if c.table == table]
-    index = _index(summary, table)
-    rows = _rows(index, variants)
+    grid = table_grid(summary, cols, table, variants)
     return [
-        write_wide_csv(index, cols, rows, out_dir / f"table{table}.csv"),
-        write_text(out_dir / f"table{table}.md", markdown(index, cols, rows, table)),
-        write_text(out_dir / f"table{table}.tex", latex(index, cols, rows, table)),
+        write_wide_csv(grid, cols, out_dir / f"table{table}.csv"),
+        write_text(out_dir / f"table{table}.md", markdown(grid, cols, table)),
+        write_text(out_dir / f"table{table}.tex", latex(grid, cols, table)),
     ]

@@ -55,10 +55,15 @@ def write_summary(
         lines += ["## Figures", "", *[f"- `{p}`" for p in figures], ""]
     with atomic_path(out) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tracker = config_tracker(config, "summary", params={"variants": list(config.get("variants", {})),
-                                                        "evaluation": dict(evaluation)}, tags={"job": "summary"})
-    for path in [*tables, *figures]:
-        tracker.log_artifact(path, "tables" if "/tables/" in str(path) else "figures")
+    tracker = config_tracker(
+        config,
+        "summary",
+        params={"variants": list(config.get("variants", {})), "evaluation": dict(evaluation)},
+        tags={"job": "summary"},
+    )
+    for folder, paths in (("tables", tables), ("figures", figures)):
+        for path in paths:
+            tracker.log_artifact(path, folder)
     tracker.log_artifact(out)
     tracker.end()
     return Path(out)

@@ -101,11 +101,14 @@ class TrainingData:
             samples = [replace(s, input_modalities=s.loss_modalities) for s in samples]
 
         def stack(which: str, side: int) -> torch.Tensor:
-            return torch.stack([
-                self.volume(s.dataset, s.moving if side == 0 else s.fixed, getattr(s, which)[side]) for s in samples
-            ])
+            return torch.stack(
+                [self.volume(s.dataset, s.moving if side == 0 else s.fixed, getattr(s, which)[side]) for s in samples]
+            )
 
         return Batch(
-            stack("input_modalities", 0), stack("input_modalities", 1),
-            stack("loss_modalities", 0), stack("loss_modalities", 1), samples,
+            stack("input_modalities", 0),
+            stack("input_modalities", 1),
+            stack("loss_modalities", 0),
+            stack("loss_modalities", 1),
+            samples,
         )

@@ -15,12 +15,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from mgicon.data.registry import load_registry, stage_weights
 from mgicon.config import resolve
+from mgicon.data.registry import load_registry, stage_weights
 from mgicon.train.data import TrainingData
 from mgicon.train.loop import TrainConfig, _rank_world, train
-
-STAGE_DATA = {"stage1": "pretrain", "stage2": "pretrain", "finetune": "finetune"}
+from mgicon.vocabulary import STAGE1, STAGE_DATA
 
 
 def variant_weights(config: Mapping[str, Any], variant: str, stage: str) -> dict[str, float]:
@@ -38,7 +37,7 @@ def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from:
     training = config["training"]
     spec = config["variants"][variant]
     return TrainConfig(
-        network={**config["network"], "include_last_step": stage != "stage1"},
+        network={**config["network"], "include_last_step": stage != STAGE1},
         similarity=spec["similarity"],
         lncc_sigma=float(training["lncc_sigma"]),
         lr=float(training["lr"]),
@@ -78,8 +77,14 @@ def run_stage(
     weights = variant_weights(config, variant, stage)
     registry = load_registry(config["datasets"])
     data = TrainingData(
-        STAGE_DATA[stage], registry, weights, preprocessed, pair_lists,
-        randomization=spec["randomization"], modalities=spec["modalities"], seed=cfg.seed,
+        STAGE_DATA[stage],
+        registry,
+        weights,
+        preprocessed,
+        pair_lists,
+        randomization=spec["randomization"],
+        modalities=spec["modalities"],
+        seed=cfg.seed,
         inputs_from_loss=bool(spec["erratum"]),
     )
     rank, _ = _rank_world()
@@ -92,9 +97,15 @@ def run_stage(
 
             previous = json.loads(run_file.read_text(encoding="utf-8")).get("run_id")
         tracker = config_tracker(
-            config, f"train-{variant}-{stage}",
-            params={"variant": variant, "stage": stage, "train": vars(cfg), "variant_spec": dict(spec),
-                    "weights": weights},
+            config,
+            f"train-{variant}-{stage}",
+            params={
+                "variant": variant,
+                "stage": stage,
+                "train": vars(cfg),
+                "variant_spec": dict(spec),
+                "weights": weights,
+            },
             tags={"job": "train", "variant": variant, "stage": stage},
             run_id=previous,
         )

@@ -1,6 +1,7 @@
 """The GradICON training loop: Eq. (3)/(4), Adam, two-stage schedule and finetuning, resumable, optionally DDP.
 
-The config schema's defaults are upstream's hyperparameters (Adam lr 5e-5, λ = 1.5, 4 pairs per device, BatchNorm in training mode).
+The config schema's defaults are upstream's hyperparameters (Adam lr 5e-5, λ = 1.5, 4 pairs per device, BatchNorm
+in training mode).
 A global batch is split into micro-batches of ``device_batch`` pairs; a single process runs them one after the other
 and averages their gradients, ``N`` DDP processes run one share each — the same computation, BatchNorm statistics
 per micro-batch included (upstream's ``DataParallel`` also normalises per device chunk).
@@ -124,9 +125,7 @@ def train_step(
     side_A = torch.cat([batch.input_A, batch.loss_A], dim=1)
     side_B = torch.cat([batch.input_B, batch.loss_B], dim=1)
     if cfg.augment:
-        side_A, side_B = augment_pair(
-            side_A, side_B, _seeded(cfg.seed, step, 1), cfg.affine_std, cfg.axis_permutation
-        )
+        side_A, side_B = augment_pair(side_A, side_B, _seeded(cfg.seed, step, 1), cfg.affine_std, cfg.axis_permutation)
     shape = tuple(side_A.shape[2:])
     similarity = get_similarity(cfg.similarity, cfg.lncc_sigma)
     mine = list(range(rank, chunks, world))
@@ -139,8 +138,15 @@ def train_step(
         with autocast_context(device, cfg.bf16):
             fields_AB, fields_BA = model(a[:, :1], b[:, :1])
         terms = objective_from_maps(
-            DisplacementChain(fields_AB), DisplacementChain(fields_BA), a[:, :1], b[:, :1], similarity,
-            cfg.lmbda, loss_A=a[:, 1:2], loss_B=b[:, 1:2], noise=noise,
+            DisplacementChain(fields_AB),
+            DisplacementChain(fields_BA),
+            a[:, :1],
+            b[:, :1],
+            similarity,
+            cfg.lmbda,
+            loss_A=a[:, 1:2],
+            loss_B=b[:, 1:2],
+            noise=noise,
         )
         (terms.total / len(mine)).backward()
         totals["total"] += terms.total.item() / len(mine)
@@ -166,7 +172,9 @@ def _record_samples(path: Path, step: int, samples) -> None:
         if new:
             writer.writerow(SAMPLE_COLUMNS)
         for s in samples:
-            writer.writerow([step, s.dataset, "/".join(s.moving), "/".join(s.fixed), *s.input_modalities, *s.loss_modalities])
+            writer.writerow(
+                [step, s.dataset, "/".join(s.moving), "/".join(s.fixed), *s.input_modalities, *s.loss_modalities]
+            )
 
 
 def _truncate_samples(path: Path, start: int) -> None:
@@ -187,9 +195,15 @@ def _truncate_samples(path: Path, start: int) -> None:
 def _save(path: Path, net: RegistrationNetwork, optimizer, step: int, cfg: TrainConfig, **extra) -> None:
     atomic_torch_save(
         {
-            "format": "mgicon-checkpoint", "version": 1, "config": net.config.to_dict(), "state_dict": net.state_dict(),
-            "optimizer": optimizer.state_dict(), "step": step, "train_config": asdict(cfg),
-            "rng": {"torch": torch.get_rng_state()}, **extra,
+            "format": "mgicon-checkpoint",
+            "version": 1,
+            "config": net.config.to_dict(),
+            "state_dict": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "train_config": asdict(cfg),
+            "rng": {"torch": torch.get_rng_state()},
+            **extra,
         },
         path,
     )

@@ -19,10 +19,10 @@ rule baseline:
     log:
         f"{RESULTS}/logs/eval/{{method}}/{{io}}.log",
     wildcard_constraints:
-        method="identity|syn|ground-truth",
-        io="noio",
+        method="|".join(re.escape(m) for m in BASELINE_METHODS),
+        io=re.escape(NOIO),
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     threads: lambda w: baseline_threads(w.method)
     params:
         config=lambda w: eval_params(w.method),

@@ -6,6 +6,20 @@ import sys
 
 from mgicon.config import ConfigError, resolve
 from mgicon.data.registry import in_stage, load_registry
+from mgicon.vocabulary import (
+    BASELINES as BASELINE_METHODS,
+    DATA_STAGES,
+    FINETUNE,
+    IDENTITY,
+    IO_SETTINGS,
+    NOIO,
+    STAGE1,
+    STAGE2,
+    STAGE_DATA,
+    SYN,
+    TEST,
+    TRAINING_STAGES,
+)
 
 try:  # every default from the schema, every mistake named before any job runs
     _resolved = resolve(config, [str(f) for f in workflow.configfiles] or None)
@@ -17,13 +31,12 @@ config.update(_resolved)
 
 RESULTS = config["results"]
 REGISTRY = load_registry(config["datasets"])
-STAGES = ["pretrain", "finetune", "test"]
 EXPERIMENT = f"{RESULTS}/mlflow/experiment.json"  # the MLflow experiment, created once by its own rule
 
 
 wildcard_constraints:
     dataset="|".join(re.escape(name) for name in REGISTRY),
-    stage="|".join(STAGES + ["stage1", "stage2"]),
+    stage="|".join(dict.fromkeys(DATA_STAGES + TRAINING_STAGES)),
     variant="|".join(re.escape(v) for v in config["variants"]) or "NONE",
 
 
@@ -33,7 +46,7 @@ def datasets_in(stage):
 
 
 def used_stages():
-    return [stage for stage in STAGES if datasets_in(stage)]
+    return [stage for stage in DATA_STAGES if datasets_in(stage)]
 
 
 def data_params(name):
@@ -82,12 +95,12 @@ VARIANTS = config["variants"]
 
 def last_stage(variant):
     """A finetuned variant ends with ``finetune``, the others with ``stage2``."""
-    return "finetune" if VARIANTS[variant].get("finetune_from") else "stage2"
+    return FINETUNE if VARIANTS[variant].get("finetune_from") else STAGE2
 
 
 def train_inputs(wildcards):
     """Data of the stage's training set, and the checkpoint the stage starts from."""
-    stage_data = "finetune" if wildcards.stage == "finetune" else "pretrain"
+    stage_data = STAGE_DATA[wildcards.stage]
     names = datasets_in(stage_data)
     chosen = VARIANTS[wildcards.variant].get("datasets")
     if chosen:
@@ -97,9 +110,9 @@ def train_inputs(wildcards):
         "preprocessed": [preprocessed_csv(n) for n in names],
         "pairs": [f"{RESULTS}/pairs/{stage_data}/{n}.csv" for n in names],
     }
-    if wildcards.stage == "stage2":
-        inputs["init"] = f"{RESULTS}/models/{wildcards.variant}/stage1/final.pt"
-    elif wildcards.stage == "finetune":
+    if wildcards.stage == STAGE2:
+        inputs["init"] = f"{RESULTS}/models/{wildcards.variant}/{STAGE1}/final.pt"
+    elif wildcards.stage == FINETUNE:
         base = VARIANTS[wildcards.variant]["finetune_from"]
         inputs["init"] = f"{RESULTS}/models/{base}/checkpoint.pt"
     return inputs
@@ -115,7 +128,7 @@ RELEASED = EVALUATION["released"]
 
 
 def test_datasets():
-    return datasets_in("test")
+    return datasets_in(TEST)
 
 
 def network_methods():
@@ -129,13 +142,13 @@ def io_settings(method):
     if method in network_methods():
         own = VARIANTS.get(method, {}).get("io")
         return settings if own is None else [s for s in settings if s in own]
-    return [s for s in settings if s == "noio"]
+    return [s for s in settings if s == NOIO]
 
 
 def baseline_threads(method):
     """SyN's threads (1 when deterministic: ANTs' results depend on the thread count), else 1."""
     syn = EVALUATION["syn"]
-    if method == "syn" and not syn["deterministic"]:
+    if method == SYN and not syn["deterministic"]:
         return syn["threads"] or EVALUATION["threads"]
     return 1
 
@@ -236,4 +249,4 @@ def figure_targets():
 
 def figure_methods():
     """The methods shown in the qualitative panels (w/o IO)."""
-    return [m for m in BASELINES if m != "identity"] + network_methods()
+    return [m for m in BASELINES if m != IDENTITY] + network_methods()

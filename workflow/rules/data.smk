@@ -7,7 +7,7 @@ rule manifest:
     log:
         f"{RESULTS}/logs/data/{{dataset}}/manifest.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: data_params(w.dataset),
     script:
@@ -22,7 +22,7 @@ rule preprocess:
     log:
         f"{RESULTS}/logs/data/{{dataset}}/preprocess.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: data_params(w.dataset),
     script:

@@ -11,7 +11,7 @@ rule mlflow_experiment:
     log:
         f"{RESULTS}/logs/mlflow/experiment.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: {k: config.get(k) for k in ("results", "tracking")},
     script:
@@ -36,9 +36,9 @@ rule evaluate:
         f"{RESULTS}/logs/eval/{{method}}/{{io}}.log",
     wildcard_constraints:
         method="|".join(re.escape(m) for m in network_methods()) or "NONE",
-        io="noio|io-lncc2|io-mind",
+        io="|".join(re.escape(io) for io in IO_SETTINGS),
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     threads: EVALUATION["threads"]
     resources:
         gpu=1 if EVALUATION["device"] != "cpu" else 0,

@@ -9,7 +9,7 @@ rule pair_list:
     log:
         f"{RESULTS}/logs/pairs/{{stage}}/{{dataset}}.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: stage_params(w.stage),
     script:
@@ -26,7 +26,7 @@ rule pair_weights:
     log:
         f"{RESULTS}/logs/pairs/{{stage}}/weights.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: stage_params(w.stage),
         datasets=lambda w: datasets_in(w.stage),

@@ -35,7 +35,7 @@ rule tables:
     log:
         f"{RESULTS}/logs/tables/tables.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: {
             k: config.get(k) for k in ("seed", "datasets", "variants", "evaluation")
@@ -59,7 +59,7 @@ rule claims:
     log:
         f"{RESULTS}/logs/tables/claims.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: {
             k: config.get(k) for k in ("seed", "datasets", "variants", "evaluation")
@@ -71,7 +71,8 @@ rule claims:
 rule figure_panels:
     input:
         examples=lambda w: [
-            f"{RESULTS}/eval/{m}/noio/{w.dataset}.example.h5" for m in figure_methods()
+            f"{RESULTS}/eval/{m}/{NOIO}/{w.dataset}.example.h5"
+            for m in figure_methods()
         ],
         pairs=f"{RESULTS}/pairs/test/{{dataset}}.csv",
         preprocessed=lambda w: preprocessed_csv(w.dataset),
@@ -86,7 +87,7 @@ rule figure_panels:
     log:
         f"{RESULTS}/logs/figures/{{dataset}}.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         methods=figure_methods(),
         config=lambda w: {
@@ -113,7 +114,7 @@ rule summary_plot:
     wildcard_constraints:
         n=r"\d+",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     script:
         "../scripts/summary_plot.py"
 
@@ -133,7 +134,7 @@ rule summary:
     log:
         f"{RESULTS}/logs/summary.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     params:
         config=lambda w: {
             k: config.get(k)

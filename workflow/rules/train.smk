@@ -8,9 +8,11 @@ rule train_stage:
         f"{RESULTS}/models/{{variant}}/{{stage}}/final.pt",
     log:
         f"{RESULTS}/logs/train/{{variant}}/{{stage}}.log",
+    wildcard_constraints:
+        stage="|".join(TRAINING_STAGES),
     priority: 1  # the critical path: start training before the baselines
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     threads: config["training"]["threads"]
     resources:
         gpu=(
@@ -20,7 +22,7 @@ rule train_stage:
         ),
     params:
         config=lambda w: train_params(w.variant),
-        stage_data=lambda w: "finetune" if w.stage == "finetune" else "pretrain",
+        stage_data=lambda w: STAGE_DATA[w.stage],
     script:
         "../scripts/train.py"
 
@@ -34,6 +36,6 @@ rule model:
     log:
         f"{RESULTS}/logs/train/{{variant}}/model.log",
     conda:
-        "../../envs/mgicon.yaml"
+        "../envs/mgicon.yaml"
     script:
         "../scripts/model.py"

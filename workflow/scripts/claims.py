@@ -10,6 +10,7 @@ with logged(snakemake):  # noqa: F821
     from mgicon.tables import write_claims
 
     sm = snakemake  # noqa: F821
-    for path in write_claims(list(sm.input), sm.params.config, sm.output.md, sm.output.csv,
-                             seed=int(sm.params.config["seed"])):
+    for path in write_claims(
+        list(sm.input), sm.params.config, sm.output.md, sm.output.csv, seed=int(sm.params.config["seed"])
+    ):
         print(f"wrote {path}")

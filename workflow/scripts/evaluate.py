@@ -27,5 +27,11 @@ with logged(snakemake):  # noqa: F821
             names, sm.input.pairs, sm.input.preprocessed, sm.output.csv, sm.output.example
         )
     }
-    run_evaluation(sm.params.config, sm.wildcards.method, sm.wildcards.io, files, sm.input.get("checkpoint"),
-                   log=lambda line: print(line, flush=True))
+    run_evaluation(
+        sm.params.config,
+        sm.wildcards.method,
+        sm.wildcards.io,
+        files,
+        sm.input.get("checkpoint"),
+        log=lambda line: print(line, flush=True),
+    )

@@ -11,6 +11,10 @@ with logged(snakemake):  # noqa: F821
 
     sm = snakemake  # noqa: F821
     example_panels(
-        sm.params.config, sm.wildcards.dataset, dict(zip(sm.params.methods, sm.input.examples)),
-        sm.input.pairs, sm.input.preprocessed, sm.output[0],
+        sm.params.config,
+        sm.wildcards.dataset,
+        dict(zip(sm.params.methods, sm.input.examples)),
+        sm.input.pairs,
+        sm.input.preprocessed,
+        sm.output[0],
     )

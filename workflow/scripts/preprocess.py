@@ -10,5 +10,8 @@ from mgicon.data.build import build_preprocessed  # noqa: E402
 
 with logged(snakemake):  # noqa: F821
     build_preprocessed(
-        snakemake.wildcards.dataset, snakemake.params.config, snakemake.input[0], snakemake.output[0]  # noqa: F821
+        snakemake.wildcards.dataset,
+        snakemake.params.config,
+        snakemake.input[0],
+        snakemake.output[0],  # noqa: F821
     )

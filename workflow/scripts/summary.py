@@ -11,5 +11,6 @@ with logged(snakemake):  # noqa: F821
     from mgicon.tables.summary import write_summary
 
     sm = snakemake  # noqa: F821
-    write_summary(sm.params.config, sm.input.tables, sm.input.figures, sm.input.models, sm.input.experiment,
-                  sm.output[0])
+    write_summary(
+        sm.params.config, sm.input.tables, sm.input.figures, sm.input.models, sm.input.experiment, sm.output[0]
+    )

@@ -61,21 +61,29 @@ def _check_image(image: Any, what: str) -> None:
 
 def _thread_count(deterministic: bool, seed: int | None, threads: int | None) -> int | None:
     """The ITK thread count the run needs (None: whatever this process's ANTs uses)."""
-    if threads is not None and (not isinstance(threads, (int, np.integer)) or isinstance(threads, bool)
-                                or threads < 1):
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"SyN: threads must be a positive integer or None, got {threads!r}")
     if deterministic:
         if seed is None:
             raise ValueError("SyN: deterministic=True needs an integer seed, got seed=None")
         if threads not in (None, 1):
-            raise ValueError(f"SyN: deterministic=True runs single-threaded; threads={threads} needs "
-                             "deterministic=False")
+            raise ValueError(
+                f"SyN: deterministic=True runs single-threaded; threads={threads} needs deterministic=False"
+            )
         return 1
     return None if threads is None else int(threads)
 
 
-def syn_register(moving: sitk.Image, fixed: sitk.Image, *, seed: int | None = 0, deterministic: bool = True,
-                 threads: int | None = None, type_of_transform: str = "SyN", **kwargs: Any) -> SynResult:
+def syn_register(
+    moving: sitk.Image,
+    fixed: sitk.Image,
+    *,
+    seed: int | None = 0,
+    deterministic: bool = True,
+    threads: int | None = None,
+    type_of_transform: str = "SyN",
+    **kwargs: Any,
+) -> SynResult:
     """Register ``moving`` to ``fixed`` with ANTsPy SyN (mutual information, otherwise ANTsPy's defaults).
 
     ``seed`` seeds ANTs' metric sampling (None: ANTs' clock-seeded default); ``deterministic`` also runs ITK
@@ -93,10 +101,10 @@ def syn_register(moving: sitk.Image, fixed: sitk.Image, *, seed: int | None = 0,
     with tempfile.TemporaryDirectory(prefix="mgicon-syn-") as tmp:
         outprefix = str(Path(tmp) / "syn_")
         if wanted is None or wanted == antsio.itk_threads():
-            run = antsio.register(moving, fixed, outprefix, type_of_transform=type_of_transform, seed=seed,
-                                  **options)
+            run = antsio.register(moving, fixed, outprefix, type_of_transform=type_of_transform, seed=seed, **options)
         else:
-            run = antsio.register_in_worker(moving, fixed, outprefix, threads=wanted,
-                                            type_of_transform=type_of_transform, seed=seed, **options)
+            run = antsio.register_in_worker(
+                moving, fixed, outprefix, threads=wanted, type_of_transform=type_of_transform, seed=seed, **options
+            )
         transform = antsio.transform_from_ants(run.fwdtransforms)  # read into memory before tmp goes
     return SynResult(transform, run.seconds)

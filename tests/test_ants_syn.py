@@ -1,4 +1,4 @@
-"""The SyN baseline: ANTs ↔ SimpleITK conversions (mgicon.io.ants) and syn_register (mgicon.evaluate.syn).
+"""The SyN baseline: ANTs ↔ SimpleITK conversions (mgicon.io.ants) and syn_register (mgicon.evaluate.ants_syn).
 
 Small synthetic brains (40×48×40 voxels) keep the whole file to a few SyN runs of under a second each (plus
 ~3 s start-up per deterministic run, which uses a worker process).
@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from mgicon.data.synthetic import generate_dataset
-from mgicon.evaluate.syn import SynResult, syn_register
+from mgicon.evaluate.ants_syn import SynResult, syn_register
 from mgicon.io import ants as antsio
 from mgicon.io.itk import displacement_field, identity_transform, read_image, to_array, warp_image
 from mgicon.metrics import mean_dice
@@ -126,8 +126,10 @@ def test_syn_registers_multimodal_pair(brain):
     field = to_array(displacement_field(result.transform, fixed))
     assert np.isfinite(field).all() and np.abs(field).max() > 1.0
     fixed_labels, moving_labels = brain[("sub-01", "label")], brain[("sub-00", "label")]
-    assert _dice(fixed_labels, moving_labels, result.transform) > _dice(
-        fixed_labels, moving_labels, identity_transform()) + 0.05
+    assert (
+        _dice(fixed_labels, moving_labels, result.transform)
+        > _dice(fixed_labels, moving_labels, identity_transform()) + 0.05
+    )
 
 
 def test_deterministic_syn_repeats_exactly(brain, mono):
