@@ -114,6 +114,18 @@ EVAL_COLUMNS: tuple[str, ...] = (
     "initial_mtre",
     "seconds",
 )
+#: the columns identifying one table cell (summary.csv, the published numbers)
+CELL_KEY: tuple[str, ...] = (
+    "table",
+    "dataset",
+    "column_label",
+    "moving_modality",
+    "fixed_modality",
+    "masked",
+    "metric",
+    "io",
+    "method",
+)
 
 # ------------------------------------------------------------------------------------------------------- folds
 

@@ -31,6 +31,7 @@ from mgicon.data.registry import load_registry
 from mgicon.records import EvalRecord, parse_bool, parse_float
 from mgicon.tables.stats import bootstrap_ci, paired_test
 from mgicon.vocabulary import (
+    CELL_KEY,
     DICE,
     GROUND_TRUTH,
     IDENTITY,
@@ -70,15 +71,7 @@ MODALITY_LABELS = {
     "md": "MD",
 }
 SUMMARY_COLUMNS = (
-    "table",
-    "dataset",
-    "column_label",
-    "moving_modality",
-    "fixed_modality",
-    "masked",
-    "metric",
-    "io",
-    "method",
+    *CELL_KEY,
     "n",
     "mean",
     "ci_low",

@@ -56,17 +56,10 @@ from importlib import resources
 from typing import Any
 
 from mgicon.data.manifest import read_csv
+from mgicon.vocabulary import CELL_KEY
 
 COLUMNS = (
-    "table",
-    "dataset",
-    "column_label",
-    "moving_modality",
-    "fixed_modality",
-    "masked",
-    "metric",
-    "io",
-    "method",
+    *CELL_KEY,
     "value",
     "note",
 )
