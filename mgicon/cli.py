@@ -1,4 +1,4 @@
-"""The ``mgicon`` command line: ``register``, ``warp`` and ``jacobian``.
+"""The ``mgicon`` command line: ``register``, ``warp``, ``jacobian``, ``finetune`` and ``learn2reg``.
 
 A drop-in for upstream's ``unigradicon-register`` / ``-warp`` / ``-jacobian``: their underscore spellings
 (``--fixed_modality``, ``--transform_out``, ``--io_iterations None``, ``--network_weights``, …) are accepted.
@@ -295,12 +295,20 @@ def _positive_float(value: str) -> float:
     return x
 
 
+def _non_negative_float(value: str) -> float:
+    x = float(value)
+    if not (x >= 0 and math.isfinite(x)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value}")
+    return x
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mgicon.config import schema_default  # the defaults of IO are the pipeline's (upstream's)
     from mgicon.vocabulary import SIMILARITIES
 
     IO_STEPS = schema_default("evaluation.io_iterations")
     IO_LEARNING_RATE = schema_default("evaluation.io_lr")
+    IO_DICE_WEIGHT = schema_default("evaluation.io_dice_weight")
     parser = _Parser(prog="mgicon", description="multiGradICON registration of 3-D medical images.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -359,6 +367,20 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--fixed-mask", "--fixed_mask", help="mask on the fixed grid: restricts the IO similarity")
     reg.add_argument("--moving-mask", "--moving_mask", help="mask on the moving grid: restricts the IO similarity")
     reg.add_argument(
+        "--fixed-segmentation", "--fixed_segmentation", help="label map on the fixed grid: IO's Dice term (upstream)"
+    )
+    reg.add_argument(
+        "--moving-segmentation", "--moving_segmentation", help="label map on the moving grid: IO's Dice term"
+    )
+    reg.add_argument(
+        "--dice-loss-weight",
+        "--dice_loss_weight",
+        type=_non_negative_float,
+        default=IO_DICE_WEIGHT,
+        help=f"weight of IO's soft Dice term of the segmentations' shared labels (default {IO_DICE_WEIGHT:g}: none; "
+        "with 0, segmentations without masks serve as masks with input masking, as upstream 1.0.6)",
+    )
+    reg.add_argument(
         "--input-masking", "--input_masking", action="store_true", help="also multiply the images by their masks"
     )
     reg.add_argument(
@@ -389,6 +411,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=schema_default("seed"), help="seed of the IO randomness (default %(default)s)"
     )
     reg.add_argument("--no-download", action="store_true", help="never download released weights")
+    reg.add_argument(
+        "--input-shape",
+        "--input_shape",
+        nargs=3,
+        type=_positive_int,
+        metavar=("D", "H", "W"),
+        help="the network grid (default: the checkpoint's own; 175 175 175 for a released .trch)",
+    )
+    reg.add_argument(
+        "--keep-orientation",
+        "--keep_orientation",
+        action="store_true",
+        help="give the network the raw voxel arrays, as upstream (default: the moving image's array is permuted and "
+        "flipped, without resampling, to the fixed image's axis orientation)",
+    )
+    reg.add_argument(
+        "--affine",
+        action="store_true",
+        help="ANTs affine registration first; the network registers the affinely aligned pair and the written "
+        "transforms are the composition",
+    )
 
     warp = sub.add_parser("warp", help="resample an image on the fixed grid through a transform")
     warp.add_argument("--fixed", required=True, help="reference image: the output grid")
@@ -411,7 +454,111 @@ def build_parser() -> argparse.ArgumentParser:
     jac.add_argument("--fixed", required=True)
     jac.add_argument("--jacobian-out", "--jacob", dest="jacobian_out", required=True)
     jac.add_argument("--log-jacobian-out", "--log_jacob", dest="log_jacobian_out")
+    _add_finetune_parser(sub)
+    _add_learn2reg_parser(sub)
     return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _add_finetune_parser(sub) -> None:
+    """``mgicon finetune``: a released model or a checkpoint trained further on one's own manifests."""
+    from mgicon.config import schema_default
+    from mgicon.vocabulary import PAIRINGS, SIMILARITIES
+
+    fin = sub.add_parser(
+        "finetune",
+        help="finetune a released model or a checkpoint on your own images (a manifest CSV)",
+        description="Finetune with the GradICON objective on the split=train scans of your manifests; a rerun "
+        "with the same arguments resumes from OUT/train/latest.pt.  OUT/checkpoint.pt works with "
+        "`mgicon register --model` and in evaluation.released.",
+    )
+    fin.add_argument(
+        "--manifest",
+        action="append",
+        required=True,
+        help="manifest CSV (dataset, subject, timepoint, modality, image, label, landmarks, mask, split); repeatable",
+    )
+    fin.add_argument(
+        "--model",
+        "--model-weights",
+        "--model_weights",
+        "--network-weights",
+        "--network_weights",
+        dest="model",
+        default="unigradicon",
+        help="multigradicon, unigradicon or a checkpoint path to start from (default: unigradicon)",
+    )
+    fin.add_argument("--out", "--output-dir", "--output_dir", required=True, help="output folder (resumable)")
+    fin.add_argument(
+        "--similarity",
+        choices=SIMILARITIES,
+        default=schema_default("variants.*.similarity"),
+        help="similarity of the objective (default %(default)s)",
+    )
+    fin.add_argument(
+        "--steps", type=_positive_int, default=schema_default("training.steps.finetune"), help="default %(default)s"
+    )
+    fin.add_argument(
+        "--lr",
+        "--learning-rate",
+        "--learning_rate",
+        type=_positive_float,
+        default=schema_default("training.lr"),
+        help="Adam learning rate (default %(default)g)",
+    )
+    fin.add_argument(
+        "--batch-size",
+        "--batch_size",
+        type=_positive_int,
+        default=schema_default("training.batch_size"),
+        help="pairs per step (default %(default)s)",
+    )
+    fin.add_argument(
+        "--input-shape",
+        "--input_shape",
+        nargs=3,
+        type=_positive_int,
+        metavar=("D", "H", "W"),
+        help="the network grid (default: the checkpoint's own; 175 175 175 for a released model)",
+    )
+    fin.add_argument(
+        "--pairing", choices=PAIRINGS, default="inter", help="which scans are paired (default %(default)s)"
+    )
+    fin.add_argument(
+        "--roi-masking",
+        "--roi_masking",
+        action="store_true",
+        help="multiply every image by its manifest mask before the network and the loss",
+    )
+    fin.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=schema_default("training.augment"),
+        help="random axis permutations, flips and affines (default %(default)s)",
+    )
+    fin.add_argument(
+        "--checkpoint-every",
+        "--save_period",
+        type=_positive_int,
+        default=schema_default("training.checkpoint_every"),
+        help="steps between resumable checkpoints (default %(default)s)",
+    )
+    fin.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    fin.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    fin.add_argument("--seed", type=int, default=schema_default("seed"), help="default %(default)s")
+    fin.add_argument("--no-download", action="store_true", help="never download released weights")
+    fin.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
+    fin.add_argument("--no-tracking", action="store_true", help="no MLflow run")
+    fin.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _load_model(args: argparse.Namespace):
@@ -425,9 +572,28 @@ def _load_model(args: argparse.Namespace):
         raise CliError("--device cuda: no CUDA device is available")
     try:
         path = resolve_model(args.network_weights or args.model, allow_download=not args.no_download)
-        return load_network(path, map_location=device)
+        return load_network(path, map_location=device, input_shape=getattr(args, "input_shape", None))
     except (WeightsError, CheckpointError) as exc:
         raise CliError(str(exc)) from None
+
+
+def _segmentations(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The (fixed, moving) label maps IO's Dice term uses (None, None without it), as upstream 1.0.6: a weight > 0
+    needs both; with weight 0, both segmentations and no masks make the segmentations masks (input masking unless
+    --loss-function-masking)."""
+    pair = (args.fixed_segmentation, args.moving_segmentation)
+    if (pair[0] is None) != (pair[1] is None):
+        given = "--fixed-segmentation" if pair[0] else "--moving-segmentation"
+        raise CliError(f"{given}: needs both --fixed-segmentation and --moving-segmentation")
+    if args.dice_loss_weight > 0:
+        if pair[0] is None:
+            raise CliError("--dice-loss-weight: needs --fixed-segmentation and --moving-segmentation")
+        return pair
+    if pair[0] is not None and args.fixed_mask is None and args.moving_mask is None:
+        if args.loss_function_masking or not args.input_masking:
+            args.fixed_mask, args.moving_mask = pair
+            args.input_masking = args.input_masking or not args.loss_function_masking
+    return None, None
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -450,18 +616,32 @@ def cmd_register(args: argparse.Namespace) -> None:
             ("--moving", args.moving),
             ("--fixed-mask", args.fixed_mask),
             ("--moving-mask", args.moving_mask),
+            ("--fixed-segmentation", args.fixed_segmentation),
+            ("--moving-segmentation", args.moving_segmentation),
             ("--model", args.model),
             ("--network-weights", args.network_weights),
         ],
     )
     if (args.fixed_mask is None) != (args.moving_mask is None) and args.input_masking:
         raise CliError("--input-masking needs both --fixed-mask and --moving-mask")
+    segmentations = _segmentations(args)
     torch.manual_seed(args.seed)
     net = _load_model(args)
     shape = net.config.input_shape
     fixed = reg.prepare(
-        args.fixed, args.fixed_modality, shape, args.fixed_mask, args.input_masking, args.ct_window, args.quantile_range
+        args.fixed,
+        args.fixed_modality,
+        shape,
+        args.fixed_mask,
+        args.input_masking,
+        args.ct_window,
+        args.quantile_range,
+        segmentation_path=segmentations[0],
     )
+    prealign = None
+    if args.affine:
+        moving_image = reg.read_for_prealign(args.moving)
+        prealign = (reg.affine_prealign(moving_image, reg.read_for_prealign(args.fixed), args.seed), fixed.image)
     moving = reg.prepare(
         args.moving,
         args.moving_modality,
@@ -470,6 +650,9 @@ def cmd_register(args: argparse.Namespace) -> None:
         args.input_masking,
         args.ct_window,
         args.quantile_range,
+        orientation=None if args.keep_orientation else itkio.orientation_code(fixed.image),
+        prealign=prealign,
+        segmentation_path=segmentations[1],
     )
     similarity = args.io_sim or ("lncc2" if args.model == "multigradicon" and not args.network_weights else "lncc")
     result = reg.register(
@@ -482,6 +665,7 @@ def cmd_register(args: argparse.Namespace) -> None:
         seed=args.seed,
         inverse=bool(args.inverse_transform_out),
         bf16=args.bf16,
+        dice_weight=args.dice_loss_weight if segmentations[0] else 0.0,
     )
     out = StagedOutputs()
     try:
@@ -546,7 +730,184 @@ def cmd_jacobian(args: argparse.Namespace) -> None:
         out.discard()
 
 
-COMMANDS = {"register": cmd_register, "warp": cmd_warp, "jacobian": cmd_jacobian}
+def cmd_finetune(args: argparse.Namespace) -> None:
+    import torch
+
+    from mgicon.train.finetune import FinetuneOptions, finetune
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: no CUDA device is available")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: exists and is not a folder")
+    _check_folder(f"--out {out}", out)
+    for manifest in args.manifest:
+        if not Path(manifest).is_file():
+            raise CliError(f"--manifest {manifest}: no such file")
+    options = FinetuneOptions(
+        similarity=args.similarity,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        checkpoint_every=args.checkpoint_every,
+        augment=args.augment,
+        seed=args.seed,
+        device=device,
+        bf16=args.bf16,
+        pairing=args.pairing,
+        roi_masking=args.roi_masking,
+        input_shape=tuple(args.input_shape) if args.input_shape else None,
+        tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
+    )
+    checkpoint = finetune(
+        args.model, args.manifest, out, options, allow_download=not args.no_download, progress=not args.no_progress
+    )
+    print(f"mgicon: wrote {checkpoint}", file=sys.stderr)
+
+
+def _add_learn2reg_parser(sub) -> None:
+    """``mgicon learn2reg``: one displacement field per pair of a Learn2Reg split, and their zip."""
+    from mgicon.config import schema_default
+    from mgicon.vocabulary import LEARN2REG_SPLITS, SIMILARITIES
+
+    io_steps, io_lr = schema_default("evaluation.io_iterations"), schema_default("evaluation.io_lr")
+    l2r = sub.add_parser(
+        "learn2reg",
+        help="displacement fields of a Learn2Reg split, named and laid out for the official evaluation, and a zip",
+    )
+    l2r.add_argument("--dataset-json", "--dataset_json", required=True, help="the task's *_dataset.json")
+    l2r.add_argument("--split", choices=LEARN2REG_SPLITS, required=True, help="registration_val or registration_test")
+    l2r.add_argument("--model", default="unigradicon", help="as for register (default: unigradicon)")
+    l2r.add_argument("--network-weights", "--network_weights", dest="network_weights", help="checkpoint path")
+    l2r.add_argument("--out", required=True, help="folder of the disp_*.nii.gz fields")
+    l2r.add_argument("--zip-out", "--zip_out", help="zip of the fields (default: OUT.zip beside OUT)")
+    for role in ("fixed", "moving"):
+        l2r.add_argument(
+            f"--{role}-modality",
+            f"--{role}_modality",
+            choices=["ct", "mri"],
+            help="default: from the json's modality name of the image's channel (CT, CBCT → ct; MR, T1, T2 → mri)",
+        )
+    l2r.add_argument("--io-iterations", "--io_iterations", type=_io_iterations, default=io_steps)
+    l2r.add_argument("--io-sim", "--io_sim", choices=SIMILARITIES, default=None, help="as for register")
+    l2r.add_argument("--io-lr", "--io_lr", type=_positive_float, default=io_lr)
+    l2r.add_argument("--ct-window", "--ct_window", nargs=2, type=float, metavar=("MIN", "MAX"))
+    l2r.add_argument("--quantile-range", "--quantile_range", nargs=2, type=float, metavar=("LO", "HI"))
+    l2r.add_argument("--keep-orientation", "--keep_orientation", action="store_true", help="as for register")
+    l2r.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    l2r.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    l2r.add_argument("--seed", type=int, default=schema_default("seed"), help="seed of the IO (default %(default)s)")
+    l2r.add_argument("--no-download", action="store_true", help="never download released weights")
+    l2r.add_argument(
+        "--input-shape",
+        "--input_shape",
+        nargs=3,
+        type=_positive_int,
+        metavar=("D", "H", "W"),
+        help="the network grid, as for register",
+    )
+
+
+def _learn2reg_modality(names: dict[str, str], channel: str, given: str | None, option: str) -> str:
+    """``ct`` or ``mri`` for a Learn2Reg channel: ``given``, else from the json's modality name."""
+    if given:
+        return given
+    name = names.get(channel, "")
+    lowered = name.lower()
+    if "ct" in lowered:
+        return "ct"
+    if any(word in lowered for word in ("mr", "t1", "t2", "flair")):
+        return "mri"
+    raise CliError(f"--dataset-json: channel {channel} has modality {name or 'none'!r}; give {option} ct or mri")
+
+
+def cmd_learn2reg(args: argparse.Namespace) -> None:
+    import zipfile
+
+    import torch
+
+    from mgicon import register as reg
+    from mgicon.data.adapters import DatasetSourceError, learn2reg_modalities, learn2reg_pairs
+    from mgicon.io import itk as itkio
+
+    dataset_json = Path(args.dataset_json)
+    try:
+        pairs = learn2reg_pairs(dataset_json, args.split)
+        names = learn2reg_modalities(dataset_json)
+    except DatasetSourceError as exc:
+        raise CliError(f"--dataset-json {exc}") from None
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out {out_dir}: exists and is not a folder")
+    zip_path = Path(args.zip_out) if args.zip_out else out_dir.parent / f"{out_dir.name}.zip"
+    if zip_path.suffix != ".zip":
+        raise CliError(f"--zip-out {zip_path}: must end in .zip")
+    if zip_path.is_dir():
+        raise CliError(f"--zip-out {zip_path}: is a folder")
+    _check_folder(f"--zip-out {zip_path}", zip_path.parent)
+    check_outputs(
+        [("--out", str(out_dir / pair.displacement_name), "4-D image") for pair in pairs],
+        [("--dataset-json", args.dataset_json), ("--model", args.model)]
+        + [("--dataset-json", str(path)) for pair in pairs for path in (pair.fixed, pair.moving)],
+    )
+    modalities = [
+        (
+            _learn2reg_modality(names, pair.fixed_channel, args.fixed_modality, "--fixed-modality"),
+            _learn2reg_modality(names, pair.moving_channel, args.moving_modality, "--moving-modality"),
+        )
+        for pair in pairs
+    ]
+    torch.manual_seed(args.seed)
+    net = _load_model(args)
+    shape = net.config.input_shape
+    similarity = args.io_sim or ("lncc2" if args.model == "multigradicon" and not args.network_weights else "lncc")
+    out = StagedOutputs()
+    try:
+        written = []
+        for k, (pair, (fixed_modality, moving_modality)) in enumerate(zip(pairs, modalities), start=1):
+            fixed = reg.prepare(pair.fixed, fixed_modality, shape, None, False, args.ct_window, args.quantile_range)
+            moving = reg.prepare(
+                pair.moving,
+                moving_modality,
+                shape,
+                None,
+                False,
+                args.ct_window,
+                args.quantile_range,
+                orientation=None if args.keep_orientation else itkio.orientation_code(fixed.image),
+            )
+            result = reg.register(
+                net,
+                moving,
+                fixed,
+                io_iterations=args.io_iterations,
+                io_similarity=similarity,
+                io_lr=args.io_lr,
+                seed=args.seed,
+                bf16=args.bf16,
+            )
+            field = itkio.displacement_field(result.transform, result.fixed)
+            path = out.path(out_dir / pair.displacement_name)
+            itkio.write_image(itkio.learn2reg_displacement(field, result.moving), path, atomic=False)
+            written.append(path)
+            print(f"[{k}/{len(pairs)}] {pair.displacement_name}", flush=True)
+        with zipfile.ZipFile(out.path(zip_path), "w", zipfile.ZIP_STORED) as archive:  # the fields are gzipped
+            for path in written:
+                archive.write(path, arcname=path.name)
+        out.commit()
+    finally:
+        out.discard()
+
+
+COMMANDS = {
+    "register": cmd_register,
+    "warp": cmd_warp,
+    "jacobian": cmd_jacobian,
+    "finetune": cmd_finetune,
+    "learn2reg": cmd_learn2reg,
+}
 
 
 @contextlib.contextmanager
@@ -600,11 +961,12 @@ def _native_stderr_to_devnull() -> Iterator[None]:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """mgicon's error types whose message names the file (or option) and the problem."""
+    from mgicon.data.manifest import ManifestError
     from mgicon.io.itk import ImageError
     from mgicon.network.checkpoint import CheckpointError
     from mgicon.weights import WeightsError
 
-    return CliError, ImageError, CheckpointError, WeightsError
+    return CliError, ImageError, CheckpointError, WeightsError, ManifestError
 
 
 def _describe(exc: Exception) -> str:

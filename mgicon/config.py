@@ -197,7 +197,7 @@ def _cross_check(config: dict[str, Any], check_files: bool) -> None:
     for name, spec in datasets.items():
         _check_dataset(name, spec, config, check_files)
     _check_synthetic(config)
-    _check_variants(config)
+    _check_variants(config, check_files)
     _check_evaluation(config, check_files)
 
 
@@ -298,7 +298,7 @@ def _check_synthetic(config: Mapping[str, Any]) -> None:
             raise ConfigError("synthetic", str(exc)) from None
 
 
-def _check_variants(config: Mapping[str, Any]) -> None:
+def _check_variants(config: Mapping[str, Any], check_files: bool = True) -> None:
     variants = config["variants"]
     datasets = config["datasets"]
     io = config["evaluation"]["io"]
@@ -309,9 +309,18 @@ def _check_variants(config: Mapping[str, Any]) -> None:
                 raise ConfigError(f"{key}.datasets", f"no dataset {ds!r} in datasets")
         base = spec.get("finetune_from")
         if base is not None:
-            if base not in variants:
-                raise ConfigError(f"{key}.finetune_from", f"no variant {base!r} in variants")
-            if variants[base].get("finetune_from"):
+            if base not in variants:  # a released model or a checkpoint path
+                from mgicon.weights import RELEASE_URLS
+
+                if base not in RELEASE_URLS and not Path(base).expanduser().is_file():
+                    raise ConfigError(
+                        f"{key}.finetune_from",
+                        f"no variant {base!r} in variants, no released model of that name "
+                        f"({', '.join(RELEASE_URLS)}) and no such checkpoint file",
+                    )
+                if check_files:
+                    _check_released(f"{key}.finetune_from", base)
+            elif variants[base].get("finetune_from"):
                 raise ConfigError(
                     f"{key}.finetune_from", f"{base!r} is itself finetuned; finetune from a pretrained one"
                 )
@@ -320,7 +329,8 @@ def _check_variants(config: Mapping[str, Any]) -> None:
         for setting in spec.get("io") or []:
             if setting not in io:
                 raise ConfigError(f"{key}.io", f"{setting!r} is not evaluated (evaluation.io: {io})")
-    if variants and not any("pretrain" in d["stages"] for d in datasets.values()):
+    scratch = [n for n, v in variants.items() if not v.get("finetune_from")]
+    if scratch and not any("pretrain" in d["stages"] for d in datasets.values()):
         raise ConfigError("variants", "variants are trained, but no dataset has the pretrain stage")
 
 

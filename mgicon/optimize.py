@@ -17,11 +17,36 @@ from torch import nn
 
 from mgicon.config import schema_default
 from mgicon.losses import GRADICON_LAMBDA, Similarity, get_similarity, objective
+from mgicon.maps import warp
 from mgicon.network.inference import autocast_context
 from mgicon.network.unet import UNet
 
 IO_LEARNING_RATE = schema_default("evaluation.io_lr")  # upstream's: Adam at 2e-5 for 50 steps
 IO_STEPS = schema_default("evaluation.io_iterations")
+IO_DICE_WEIGHT = schema_default("evaluation.io_dice_weight")  # upstream 1.0.6's --dice_loss_weight: 0, no Dice term
+
+
+def shared_one_hot(seg_A: torch.Tensor, seg_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot ``(B, K, *spatial)`` float maps of the K non-zero labels both label maps ``(B, 1, *spatial)`` hold.
+
+    As upstream 1.0.6: labels only one map holds are ignored; no shared label is an error.
+    """
+    a, b = seg_A.round().long(), seg_B.round().long()
+    labels = [int(v) for v in torch.unique(a) if v != 0 and bool((b == v).any())]
+    if not labels:
+        raise ValueError("segmentation Dice term: the two label maps share no non-zero label")
+    return (
+        torch.cat([(a == v).float() for v in labels], dim=1),
+        torch.cat([(b == v).float() for v in labels], dim=1),
+    )
+
+
+def soft_dice_loss(pred: torch.Tensor, target: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
+    """``1 − mean soft Dice`` over the channels (classes) of ``(B, K, *spatial)`` maps, as upstream's dice_loss."""
+    dims = tuple(range(2, pred.dim()))
+    intersection = (pred * target).sum(dims)
+    dice = (2.0 * intersection + epsilon) / (pred.sum(dims) + target.sum(dims) + epsilon)
+    return 1.0 - dice.mean()
 
 
 @dataclass
@@ -45,16 +70,31 @@ def io_step(
     mask_moving: torch.Tensor | None = None,
     mask_fixed: torch.Tensor | None = None,
     bf16: bool = False,
+    one_hot: tuple[torch.Tensor, torch.Tensor] | None = None,
+    dice_weight: float = IO_DICE_WEIGHT,
 ) -> dict[str, float]:
-    """One IO step on ``work`` (modified in place): objective, backward, Adam step.  Returns the objective's parts."""
+    """One IO step on ``work`` (modified in place): objective, backward, Adam step.  Returns the objective's parts.
+
+    ``one_hot`` (moving's, fixed's; :func:`shared_one_hot`) adds ``dice_weight`` times the soft Dice loss of both
+    warped segmentations (moving→fixed and fixed→moving, trilinear), as upstream 1.0.6.
+    """
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(moving.device, bf16):
         terms = objective(
             work, moving, fixed, similarity, lmbda, mask_A=mask_moving, mask_B=mask_fixed, generator=generator
         )
-    terms.total.backward()
+    total = terms.total
+    parts = {"similarity": terms.similarity.item(), "gradicon": terms.gradicon.item()}
+    if one_hot is not None and dice_weight > 0:
+        seg_moving, seg_fixed = one_hot
+        dice = soft_dice_loss(warp(seg_moving, terms.phi_AB.float()), seg_fixed) + soft_dice_loss(
+            warp(seg_fixed, terms.phi_BA.float()), seg_moving
+        )
+        total = total + dice_weight * dice
+        parts["dice"] = dice.item()
+    total.backward()
     optimizer.step()
-    return {"total": terms.total.item(), "similarity": terms.similarity.item(), "gradicon": terms.gradicon.item()}
+    return {"total": total.item(), **parts}
 
 
 def instance_optimize(
@@ -71,18 +111,26 @@ def instance_optimize(
     return_inverse: bool = False,
     bf16: bool = False,
     channels_last: bool = True,
+    segmentation_moving: torch.Tensor | None = None,
+    segmentation_fixed: torch.Tensor | None = None,
+    dice_weight: float = IO_DICE_WEIGHT,
 ) -> IOResult:
     """Optimize a copy of ``net`` for ``steps`` Adam steps on (moving, fixed); return ``phi_AB`` (and ``phi_BA``).
 
     ``steps=0`` skips the optimization.  ``mask_fixed`` restricts the moving→fixed similarity term and
     ``mask_moving`` the fixed→moving one.  Same seed, same inputs, same device: same result.  ``channels_last``
     runs the U-Nets on NDHWC activations (1.2-1.25x faster IO steps on a 2-core CPU, benchmarks/engine.py);
-    ``bf16`` autocasts them on CUDA.
+    ``bf16`` autocasts them on CUDA.  Label maps ``segmentation_moving``/``segmentation_fixed`` (on the network
+    grid, ``(B, 1, *spatial)``) with ``dice_weight > 0`` add a soft Dice term on their shared labels.
     """
     if steps < 0:
         raise ValueError(f"IO steps must be >= 0, got {steps}")
     if lr <= 0:
         raise ValueError(f"IO learning rate must be > 0, got {lr}")
+    if dice_weight < 0:
+        raise ValueError(f"IO Dice weight must be >= 0, got {dice_weight}")
+    if dice_weight > 0 and (segmentation_moving is None or segmentation_fixed is None):
+        raise ValueError("a Dice weight > 0 needs both segmentations")
     sim = get_similarity(similarity) if isinstance(similarity, str) else similarity
     start = time.perf_counter()
     device = next(net.parameters()).device
@@ -90,6 +138,9 @@ def instance_optimize(
     fixed = fixed.to(device=device, dtype=torch.float32)
     mask_moving = None if mask_moving is None else mask_moving.to(device)
     mask_fixed = None if mask_fixed is None else mask_fixed.to(device)
+    one_hot = None
+    if dice_weight > 0:
+        one_hot = shared_one_hot(segmentation_moving.to(device), segmentation_fixed.to(device))
     work = copy.deepcopy(net).eval()
     for unet in work.modules():
         if isinstance(unet, UNet):
@@ -100,8 +151,9 @@ def instance_optimize(
     optimizer = torch.optim.Adam(work.parameters(), lr=lr)
     history: list[dict[str, float]] = []
     for _ in range(steps):
+        masks = (mask_moving, mask_fixed)
         history.append(
-            io_step(work, optimizer, moving, fixed, sim, lmbda, generator, mask_moving, mask_fixed, bf16=bf16)
+            io_step(work, optimizer, moving, fixed, sim, lmbda, generator, *masks, bf16, one_hot, dice_weight)
         )
     with torch.inference_mode(), autocast_context(device, bf16):
         if return_inverse:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
@@ -18,16 +19,28 @@ from mgicon.io import itk as itkio
 from mgicon.io.normalize import normalize
 from mgicon.network.inference import predict_map
 from mgicon.network.model import RegistrationNetwork
-from mgicon.optimize import IO_LEARNING_RATE, instance_optimize
+from mgicon.optimize import IO_DICE_WEIGHT, IO_LEARNING_RATE, instance_optimize
 
 
 @dataclass
 class PreparedImage:
-    """An image as read (for geometry and warping) and normalised on the network grid."""
+    """An image as read (for geometry and warping) and normalised on the network grid.
+
+    ``grid`` is the image whose voxel array ``tensor`` holds (resized): ``image`` itself, or ``image`` resampled by
+    ``prealign`` (fixed → moving points) onto the fixed grid, and/or reoriented (:func:`mgicon.io.itk.reorient`).
+    """
 
     image: sitk.Image
     tensor: torch.Tensor
     mask: torch.Tensor | None = None
+    grid: sitk.Image | None = None
+    prealign: sitk.Transform | None = None
+    segmentation: torch.Tensor | None = None  # a label map on the network grid (nearest neighbour), for IO's Dice
+
+    @property
+    def frame(self) -> sitk.Image:
+        """The geometry of ``tensor``'s voxels (what the network map is expressed in)."""
+        return self.image if self.grid is None else self.grid
 
 
 @dataclass
@@ -53,20 +66,78 @@ def prepare(
     input_masking: bool = False,
     ct_window: Sequence[float] | None = None,
     quantiles: Sequence[float] | None = None,
+    *,
+    orientation: str | None = None,
+    prealign: tuple[sitk.Transform, sitk.Image] | None = None,
+    segmentation_path: str | os.PathLike | None = None,
 ) -> PreparedImage:
-    """Read an image (and its mask), normalise it for ``modality`` and resize it to the network ``shape``."""
+    """Read an image (and its mask), normalise it for ``modality`` and resize it to the network ``shape``.
+
+    ``prealign``: ``(transform, fixed image)``: the normalised image (and mask) is first resampled through the
+    transform (fixed → moving points) onto the fixed grid (0 outside).  ``orientation``: a DICOM code the voxel
+    array is then permuted/flipped to (:func:`mgicon.io.itk.reorient`, no resampling); None keeps the array."""
     image, array = itkio.read_scalar_image(path)
     try:
         normalised = normalize(array, modality, ct_window, quantiles)
     except ValueError as exc:
         raise itkio.ImageError(f"{path}: {exc}") from None
-    mask = None
+    mask_array = None
     if mask_path is not None:
         mask_array = itkio.read_mask(mask_path, image, path)
         if input_masking:
             normalised = normalised * mask_array
-        mask = (itkio.resize_to_network(mask_array, shape, nearest=True) > 0).float()
-    return PreparedImage(image, itkio.resize_to_network(normalised, shape), mask)
+    seg_array = None if segmentation_path is None else read_segmentation(segmentation_path, image, path)
+    grid = image
+    if prealign is not None:
+        transform, reference = prealign
+        normalised = itkio.to_array(
+            itkio.warp_image(itkio.from_array(normalised.astype("float32"), like=image), transform, reference, False)
+        )
+        if mask_array is not None:
+            mask_image = itkio.from_array(mask_array.astype("float32"), like=image)
+            mask_array = itkio.to_array(itkio.warp_image(mask_image, transform, reference, True))
+        if seg_array is not None:
+            seg_image = itkio.from_array(seg_array, like=image)
+            seg_array = itkio.to_array(itkio.warp_image(seg_image, transform, reference, True))
+        grid = reference
+    if orientation is not None:
+        normalised = itkio.reorient_array(normalised, grid, orientation)
+        mask_array = None if mask_array is None else itkio.reorient_array(mask_array, grid, orientation)
+        seg_array = None if seg_array is None else itkio.reorient_array(seg_array, grid, orientation)
+        grid = itkio.reorient(grid, orientation)
+    mask = None if mask_array is None else (itkio.resize_to_network(mask_array, shape, nearest=True) > 0).float()
+    tensor = itkio.resize_to_network(normalised, shape)
+    seg = None if seg_array is None else itkio.resize_to_network(seg_array, shape, nearest=True)
+    return PreparedImage(image, tensor, mask, grid, None if prealign is None else prealign[0], seg)
+
+
+def read_segmentation(path: str | os.PathLike, like: sitk.Image, like_path: str | os.PathLike) -> np.ndarray:
+    """A label map (integer labels, 0 = background) on ``like``'s grid, as a float32 array of its labels."""
+    seg = itkio.read_image(path, what="segmentation")
+    if not itkio.same_grid(seg, like):
+        raise itkio.ImageError(
+            f"{path}: segmentation grid (size {seg.GetSize()}) does not match its image {like_path} "
+            f"(size {like.GetSize()})"
+        )
+    array = itkio.to_array(seg).astype(np.float64)
+    if not np.isfinite(array).all() or (array != np.round(array)).any() or array.min() < 0:
+        raise itkio.ImageError(f"{path}: a segmentation holds non-negative integer labels")
+    if not array.any():
+        raise itkio.ImageError(f"{path}: segmentation is empty (no non-zero label)")
+    return array.astype(np.float32)
+
+
+def affine_prealign(moving: sitk.Image, fixed: sitk.Image, seed: int | None = None) -> sitk.AffineTransform:
+    """An ANTs affine registration of ``moving`` to ``fixed`` (fixed → moving points; :mod:`mgicon.io.ants`)."""
+    from mgicon.io.ants import register_affine
+
+    return register_affine(moving, fixed, seed=seed)
+
+
+def read_for_prealign(path: str | os.PathLike) -> sitk.Image:
+    """An image for :func:`affine_prealign` (non-finite voxels replaced like :func:`prepare` does)."""
+    image, array = itkio.read_scalar_image(path)
+    return itkio.from_array(array, like=image)
 
 
 def register(
@@ -79,8 +150,11 @@ def register(
     seed: int = 0,
     inverse: bool = False,
     bf16: bool = False,
+    dice_weight: float = IO_DICE_WEIGHT,
 ) -> Registration:
-    """Register prepared images with ``net`` (on its current device)."""
+    """Register prepared images with ``net`` (on its current device).
+
+    With ``dice_weight > 0`` IO adds the soft Dice term of the images' segmentations (both must have one)."""
     start = time.perf_counter()
     device = next(net.parameters()).device
     a, b = moving.tensor.to(device), fixed.tensor.to(device)
@@ -98,17 +172,25 @@ def register(
             mask_fixed=fixed.mask,
             return_inverse=inverse,
             bf16=bf16,
+            segmentation_moving=moving.segmentation,
+            segmentation_fixed=fixed.segmentation,
+            dice_weight=dice_weight,
         )
         phi_AB, phi_BA, history = result.phi_AB, result.phi_BA, result.history
     else:
         phi_AB = predict_map(net, a, b, bf16=bf16)
         phi_BA = predict_map(net, b, a, bf16=bf16) if inverse else None
     phi_AB = phi_AB.cpu()
-    transform = itkio.map_to_transform(phi_AB, moving.image, fixed.image)
+    # the map is expressed in the tensors' frames; composed back, the transforms map physical points as read
+    transform = itkio.map_to_transform(phi_AB, moving.frame, fixed.frame)
+    if moving.prealign is not None:
+        transform = itkio.compose(moving.prealign, transform)
     inverse_transform = None
     if phi_BA is not None:
         phi_BA = phi_BA.cpu()
-        inverse_transform = itkio.map_to_transform(phi_BA, fixed.image, moving.image)
+        inverse_transform = itkio.map_to_transform(phi_BA, fixed.frame, moving.frame)
+        if moving.prealign is not None:
+            inverse_transform = itkio.compose(inverse_transform, moving.prealign.GetInverse())
     return Registration(
         fixed.image, moving.image, phi_AB, transform, phi_BA, inverse_transform, history, time.perf_counter() - start
     )

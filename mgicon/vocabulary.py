@@ -92,6 +92,8 @@ TABLES: tuple[int, ...] = (2, 3, 4, 5)
 PAIRINGS: tuple[str, ...] = ("intra", "inter", "atlas")
 #: a scan's split in a manifest
 SPLITS: tuple[str, ...] = ("train", TEST)
+#: the splits of a Learn2Reg dataset json's registration pairs (``registration_val``, ``registration_test``)
+LEARN2REG_SPLITS: tuple[str, ...] = ("val", TEST)
 #: the columns identifying one registered pair of an evaluation (the methods are paired on it)
 PAIR_KEY: tuple[str, ...] = (
     "dataset",

@@ -51,7 +51,10 @@ EXPECTED_DEFAULTS = {
         "io": ["noio", "io-lncc2", "io-mind"],
         "io_iterations": 50,
         "io_lr": 2e-05,
+        "io_dice_weight": 0.0,  # upstream 1.0.6's --dice_loss_weight
         "io_lncc_sigma": 5.0,
+        "keep_orientation": False,
+        "affine": False,
         "max_pairs": None,
         "io_max_pairs": None,
         "device": "cpu",
@@ -62,6 +65,7 @@ EXPECTED_DEFAULTS = {
         "figures": True,
         "column_order": {},
     },
+    "learn2reg": {"datasets": [], "splits": ["val"], "method": None, "io": "io-lncc2"},
     "tracking": {"uri": None, "experiment": "mgicon"},
     "synthetic": {},
 }

@@ -217,7 +217,7 @@ def test_released_format_evaluates_through_the_same_path(suite, tiny_checkpoints
         "network": {"input_shape": list(SHAPE)},
         "results": str(tmp_path),
         "variants": {},
-        "evaluation": {"released": {"released-x": {"model": str(released)}}},
+        "evaluation": {"released": {"released-x": {"model": str(released), "input_shape": list(SHAPE)}}},
     }
     a = evaluate_pairs(
         make_method("ours", "network", checkpoint=ours), "noio", spec, pairs[:2], rows, tmp_path / "a.csv"

@@ -31,6 +31,8 @@ SCHEMA_ENUMS = {
     "datasets.*.stages[]": v.DATA_STAGES,
     "datasets.*.evaluation.metric": v.DATASET_METRICS,
     "datasets.*.source.split": v.SPLITS,
+    "learn2reg.splits[]": v.LEARN2REG_SPLITS,
+    "learn2reg.io": v.IO_SETTINGS,
 }
 #: enums that name no vocabulary word (network presets, a variant's modality choice, data-source kinds)
 OTHER_ENUMS = {"network.preset", "variants.*.modalities", "datasets.*.source.kind"}
@@ -82,6 +84,7 @@ WILDCARD_WORDS = {
     ("baseline", "method"): v.BASELINES,
     ("baseline", "io"): (v.NOIO,),
     ("evaluate", "io"): v.IO_SETTINGS,
+    ("learn2reg_split", "split"): v.LEARN2REG_SPLITS,
 }
 #: constraints built from the config (dataset and variant names, the evaluated networks)
 CONFIG_WILDCARDS = {(GLOBAL, "dataset"), (GLOBAL, "variant"), ("evaluate", "method")}
@@ -100,6 +103,7 @@ EVERY_WORD = {
     *v.RANDOMIZATIONS,
     *v.PAIRINGS,
     *v.SPLITS,
+    *v.LEARN2REG_SPLITS,
     *(f"{v.RELEASED_PREFIX}{m}" for m in v.RELEASED_MODELS),
     *map(str, v.TABLES),
     # near misses a loose pattern would let through

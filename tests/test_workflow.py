@@ -118,3 +118,19 @@ def test_baselines_do_not_rerun_for_network_settings(micro_data):
         plan = _snakemake(micro_data, "-n", *targets, config=micro_data / "changed.yaml")
         assert plan.returncode == 0, plan.stderr[-2000:]
         assert ("baseline" in _planned_rules(plan)) is reruns, plan.stdout[-2000:]
+
+
+def test_a_variant_finetuned_from_a_checkpoint_plans_only_its_finetuning(tmp_path):
+    """`finetune_from: PATH`: the pipeline finetunes the user's checkpoint (a job input) and trains nothing else."""
+    from mgicon.network.checkpoint import save_checkpoint
+    from mgicon.network.model import build_network
+
+    checkpoint = tmp_path / "mine.pt"
+    save_checkpoint(build_network("tiny", (24, 24, 24)), checkpoint)
+    config = {**MICRO, "variants": {"mine": {"finetune_from": str(checkpoint)}}, "evaluation": {"io": ["noio"]}}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(config))
+    run = _snakemake(tmp_path, "-n", "--cores", "1", config=tmp_path / "ft.yaml")
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout + run.stderr
+    assert "results/models/mine/finetune/final.pt" in out and str(checkpoint) in out
+    assert "stage1/final.pt" not in out and "stage2/final.pt" not in out

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,6 +44,7 @@ from mgicon.data.manifest import (
 )
 from mgicon.download import download, sha256sum
 from mgicon.fsutil import update_json
+from mgicon.vocabulary import LEARN2REG_SPLITS
 
 LOCK_NAME = "downloads.lock.json"
 
@@ -170,6 +172,91 @@ def read_learn2reg(name: str, dataset_json: Path, layout: Mapping[str, Any], sou
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetSourceError(f"dataset {name}: {len(missing)} file(s) named in {dataset_json} are missing: {shown}")
     return rows
+
+
+#: the dataset.json key listing each split's registration pairs
+LEARN2REG_PAIR_KEYS = {split: f"registration_{split}" for split in LEARN2REG_SPLITS}
+
+
+@dataclass(frozen=True)
+class Learn2RegPair:
+    """One pair of a Learn2Reg split: absolute image paths, their case and channel ids, the field's file name."""
+
+    fixed: Path
+    moving: Path
+    fixed_case: str
+    fixed_channel: str
+    moving_case: str
+    moving_channel: str
+
+    @property
+    def displacement_name(self) -> str:
+        """``disp_{fix}_{mov}.nii.gz`` where the official evaluation (L2R ``evaluation.py``, eval_version 2.0) looks
+        for it: same channels, or fixed ``0000`` and moving ``0001``; else ``disp_{fix}_{fixch}_{mov}_{movch}``."""
+        if self.fixed_channel == self.moving_channel or (self.fixed_channel, self.moving_channel) == ("0000", "0001"):
+            return f"disp_{self.fixed_case}_{self.moving_case}.nii.gz"
+        return f"disp_{self.fixed_case}_{self.fixed_channel}_{self.moving_case}_{self.moving_channel}.nii.gz"
+
+
+def learn2reg_modalities(dataset_json: Path) -> dict[str, str]:
+    """The json's ``modality`` names by 4-digit channel id (``{"0000": "CT"}``)."""
+    meta = _read_json(dataset_json)
+    return {f"{int(k):04d}": str(v) for k, v in (meta.get("modality") or {}).items()}
+
+
+def _read_json(dataset_json: Path) -> dict:
+    if not dataset_json.is_file():
+        raise DatasetSourceError(f"{dataset_json}: no such dataset json")
+    try:
+        return json.loads(dataset_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetSourceError(f"{dataset_json}: not valid JSON ({exc})") from None
+
+
+def learn2reg_pairs(dataset_json: Path, split: str) -> list[Learn2RegPair]:
+    """The registration pairs of ``split`` (``val``: ``registration_val``, ``test``: ``registration_test``) of a
+    Learn2Reg ``*_dataset.json``: entries ``{"fixed": "./imagesTr/TASK_CASE_CHANNEL.nii.gz", "moving": ...}``,
+    relative to the json's folder."""
+    if split not in LEARN2REG_PAIR_KEYS:
+        raise DatasetSourceError(f"split {split!r}: choose from {list(LEARN2REG_PAIR_KEYS)}")
+    meta, key = _read_json(dataset_json), LEARN2REG_PAIR_KEYS[split]
+    entries = meta.get(key)
+    if not entries:
+        raise DatasetSourceError(f"{dataset_json}: lists no pairs under {key!r}")
+    pairs, missing = [], []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or "fixed" not in entry or "moving" not in entry:
+            raise DatasetSourceError(f"{dataset_json}: {key} entry {entry!r} lacks 'fixed' or 'moving'")
+        paths, ids = [], []
+        for role in ("fixed", "moving"):
+            path = (dataset_json.parent / entry[role]).resolve()
+            m = _L2R_NAME.match(path.name)
+            if not m:
+                raise DatasetSourceError(f"{dataset_json}: image name {path.name!r} is not TASK_CASE_CHANNEL.nii.gz")
+            if not path.is_file():
+                missing.append(str(path))
+            paths.append(path)
+            ids += [m.group("case"), m.group("channel")]
+        pairs.append(Learn2RegPair(paths[0], paths[1], *ids))
+    if missing:
+        raise DatasetSourceError(f"{dataset_json}: {len(missing)} image(s) of {key} are missing: {missing[0]}")
+    return pairs
+
+
+def learn2reg_json(name: str, source: Mapping[str, Any], resources: Path) -> Path:
+    """The ``*_dataset.json`` of a Learn2Reg dataset of the config: ``source.kind: learn2reg`` (its ``path``), or a
+    download or local copy read with ``layout.kind: learn2reg`` (downloads must have been fetched, e.g. by the
+    dataset's manifest job)."""
+    kind, layout = source.get("kind"), source.get("layout") or {}
+    if kind == "learn2reg":
+        return Path(source["path"]).expanduser()
+    if kind in ("download", "local") and layout.get("kind") == "learn2reg":
+        root = resources / name / "extracted" if kind == "download" else Path(source.get("root") or "").expanduser()
+        found = sorted(root.rglob(layout.get("json", "*_dataset.json")))
+        if not found:
+            raise DatasetSourceError(f"dataset {name}: no *_dataset.json under {root}")
+        return found[0]
+    raise DatasetSourceError(f"dataset {name}: not a Learn2Reg dataset (source kind learn2reg, or a learn2reg layout)")
 
 
 # ---------------------------------------------------------------------------------------------- downloads

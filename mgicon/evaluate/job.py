@@ -61,8 +61,8 @@ def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.Pa
         if released is None:
             raise MethodError(f"method {method}: a trained variant needs its checkpoint")
         checkpoint = released_checkpoint(config, method)
-    if released is not None:  # a bare released state dict carries no grid: evaluate on the config's
-        input_shape = tuple(released.get("input_shape") or setting(config, "network.input_shape"))
+    if released is not None and released.get("input_shape"):  # else the checkpoint's own grid (175³ if bare)
+        input_shape = tuple(released["input_shape"])
     return make_method(
         method,
         NETWORK,
@@ -74,6 +74,9 @@ def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.Pa
         bf16=bool(setting(config, "evaluation.bf16")),
         input_shape=input_shape,
         io_lncc_sigma=float(setting(config, "evaluation.io_lncc_sigma")),
+        io_dice_weight=float(setting(config, "evaluation.io_dice_weight")),
+        keep_orientation=bool(setting(config, "evaluation.keep_orientation")),
+        affine=bool(setting(config, "evaluation.affine")),
     )
 
 

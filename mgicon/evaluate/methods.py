@@ -9,7 +9,10 @@ physical points to moving physical points (:mod:`mgicon.io.itk`), so every metho
 Methods: ``identity`` (the unregistered scores), ``ground-truth`` (the synthetic suite's exact deformation),
 ``syn`` (ANTsPy SyN, mutual information) and ``network`` (a trained variant or a released ``.trch``, without IO or
 with IO: ``io-lncc2`` = 1 − LNCC², ``io-mind`` = MIND-SSC, Adam at the paper's lr 2e-5 for 50 steps, no loss
-randomization).  IO runs on a copy of the network, so the weights are the checkpoint's for every pair.
+randomization).  IO runs on a copy of the network, so the weights are the checkpoint's for every pair.  A network
+sees the moving scan's voxel array permuted/flipped to the fixed scan's axis orientation (``keep_orientation``:
+the arrays as stored, upstream's behaviour) and, with ``affine``, affinely pre-aligned by ANTs (the transform is
+then the composition).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from mgicon.io import itk as itkio
 from mgicon.losses import LNCC_SIGMA, get_similarity
 from mgicon.network.checkpoint import load_network
 from mgicon.network.inference import predict_map
-from mgicon.optimize import IO_LEARNING_RATE, IO_STEPS, instance_optimize
+from mgicon.optimize import IO_DICE_WEIGHT, IO_LEARNING_RATE, IO_STEPS, instance_optimize
 from mgicon.records import ScanRecord
-from mgicon.register import prepare
+from mgicon.register import PreparedImage, affine_prealign, prepare
 from mgicon.vocabulary import GROUND_TRUTH, IDENTITY, IO_SETTINGS, IO_SIMILARITY, NETWORK, NOIO, SYN
 
 
@@ -146,9 +149,14 @@ class NetworkMethod(Method):
         bf16: bool = False,
         input_shape: tuple[int, int, int] | None = None,
         io_lncc_sigma: float = LNCC_SIGMA,
+        io_dice_weight: float = IO_DICE_WEIGHT,
+        keep_orientation: bool = False,
+        affine: bool = False,
     ):
         super().__init__(name)
         self.io_lncc_sigma = float(io_lncc_sigma)
+        self.io_dice_weight = float(io_dice_weight)  # > 0: IO's Dice term on the scans' label maps (when both have)
+        self.keep_orientation, self.affine = bool(keep_orientation), bool(affine)
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise MethodError(f"{self.checkpoint}: no such checkpoint (method {name})")
@@ -166,37 +174,75 @@ class NetworkMethod(Method):
         )
         if self.io_lncc_sigma != LNCC_SIGMA:
             text += f":{self.io_lncc_sigma}"
+        if self.io_dice_weight:
+            text += f":dice{self.io_dice_weight}"
+        text += ":keep-orientation" if self.keep_orientation else ":reoriented"
+        if self.affine:
+            text += ":affine"
         return "network:" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    def _tensor(self, scan: ScanRecord, masked: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The normalised image on the network grid (the data stage's volume when its shape fits), and its mask."""
-        mask = None
-        volume = itkio.to_array(itkio.read_image(scan.network_image)) if scan.network_image else None
+    def _prepared(
+        self,
+        scan: ScanRecord,
+        masked: bool,
+        image: Any,
+        orientation: str | None = None,
+        prealign: tuple[Any, Any] | None = None,
+        labels: bool = False,
+    ) -> PreparedImage:
+        """The normalised image on the network grid (the data stage's volume when its shape fits and there is no
+        ``prealign``), and its mask, with its voxel array in ``orientation`` (None: as stored) as
+        :func:`mgicon.register.prepare` gives it; with ``labels``, also its label map (IO's Dice term)."""
+        volume = None
+        if scan.network_image and prealign is None:
+            volume = itkio.to_array(itkio.read_image(scan.network_image))
+            if orientation is not None:  # resizing commutes with the permutation and flips
+                volume = itkio.reorient_array(volume, image, orientation)
         if volume is not None and volume.shape == self.shape:
             tensor = torch.from_numpy(volume.astype("float32"))[None, None]
+            mask = None
             if masked:
                 if not scan.network_mask:
                     raise MethodError(f"{scan.image}: masked evaluation needs a mask, the scan has none")
-                mask = torch.from_numpy(itkio.to_array(itkio.read_image(scan.network_mask)).astype("float32")) > 0
-                mask = mask.float()[None, None]
+                mask_array = itkio.to_array(itkio.read_image(scan.network_mask)).astype("float32")
+                if orientation is not None:
+                    mask_array = itkio.reorient_array(mask_array, image, orientation)
+                mask = (torch.from_numpy(mask_array) > 0).float()[None, None]
                 tensor = tensor * mask
-            return tensor, mask
+            grid = image if orientation is None else itkio.reorient(image, orientation)
+            segmentation = None
+            if labels and scan.network_label:
+                seg_array = itkio.to_array(itkio.read_image(scan.network_label)).astype("float32")
+                if orientation is not None:
+                    seg_array = itkio.reorient_array(seg_array, image, orientation)
+                segmentation = torch.from_numpy(seg_array)[None, None]
+            return PreparedImage(image, tensor, mask, grid, None, segmentation)
         if masked and not scan.mask:
             raise MethodError(f"{scan.image}: masked evaluation needs a mask, the scan has none")
-        prepared = prepare(
+        return prepare(
             scan.image,
             normalization_for(scan.modality),
             self.shape,
             scan.mask if masked else None,
             input_masking=masked,
+            orientation=orientation,
+            prealign=prealign,
+            segmentation_path=scan.label if labels else None,
         )
-        return prepared.tensor, prepared.mask
 
     def register(self, moving, fixed, masked, io):
         self.check_io(io)
-        a, mask_a = self._tensor(moving, masked)
-        b, mask_b = self._tensor(fixed, masked)
         moving_image, fixed_image = itkio.read_image(moving.image), itkio.read_image(fixed.image)
+        orientation = None if self.keep_orientation else itkio.orientation_code(fixed_image)
+        prealign, affine_seconds = None, 0.0
+        if self.affine:  # timed: part of the method
+            start = time.perf_counter()
+            prealign = (affine_prealign(moving_image, fixed_image, self.seed), fixed_image)
+            affine_seconds = time.perf_counter() - start
+        labels = bool(self.io_dice_weight > 0 and IO_SIMILARITY[io] and moving.label and fixed.label)
+        moving_prepared = self._prepared(moving, masked, moving_image, orientation, prealign, labels)
+        fixed_prepared = self._prepared(fixed, masked, fixed_image, orientation, None, labels)
+        a, mask_a, b, mask_b = moving_prepared.tensor, moving_prepared.mask, fixed_prepared.tensor, fixed_prepared.mask
         start = time.perf_counter()
         a, b = a.to(self.device), b.to(self.device)
         similarity = IO_SIMILARITY[io]
@@ -206,6 +252,13 @@ class NetworkMethod(Method):
             masks = {}
             if masked:
                 masks = {"mask_moving": mask_a.to(self.device), "mask_fixed": mask_b.to(self.device)}
+            segmentations = {}
+            if labels:
+                segmentations = {
+                    "segmentation_moving": moving_prepared.segmentation,
+                    "segmentation_fixed": fixed_prepared.segmentation,
+                    "dice_weight": self.io_dice_weight,
+                }
             phi = instance_optimize(
                 self.net,
                 a,
@@ -216,11 +269,15 @@ class NetworkMethod(Method):
                 seed=self.seed,
                 bf16=self.bf16,
                 **masks,
+                **segmentations,
             ).phi_AB
         if a.is_cuda:
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        return Registered(itkio.map_to_transform(phi.detach().cpu(), moving_image, fixed_image), seconds)
+        seconds = time.perf_counter() - start + affine_seconds
+        transform = itkio.map_to_transform(phi.detach().cpu(), moving_prepared.frame, fixed_prepared.frame)
+        if prealign is not None:
+            transform = itkio.compose(prealign[0], transform)
+        return Registered(transform, seconds)
 
 
 def make_method(name: str, kind: str, **options: Any) -> Method:

@@ -211,6 +211,19 @@ def register(
     return AntsRun([files] if isinstance(files, str) else list(files), seconds)
 
 
+def register_affine(moving: sitk.Image, fixed: sitk.Image, *, seed: int | None = None) -> sitk.AffineTransform:
+    """An ANTs affine registration (``type_of_transform="Affine"``, ANTs' defaults) of ``moving`` to ``fixed``:
+    the affine mapping fixed physical points to moving ones.  Its files live in a temporary folder only."""
+    import tempfile
+
+    cast = [sitk.Cast(image, sitk.sitkFloat32) for image in (moving, fixed)]
+    with tempfile.TemporaryDirectory(prefix="mgicon-affine-") as folder:
+        run = register(*cast, os.path.join(folder, "affine_"), type_of_transform="Affine", seed=seed)
+        if len(run.fwdtransforms) != 1 or not run.fwdtransforms[0].endswith(".mat"):
+            raise RuntimeError(f"ANTs affine registration wrote {run.fwdtransforms}, expected one .mat file")
+        return _affine_from_file(run.fwdtransforms[0])
+
+
 # The worker's program.  First it ties its life to its parent's (Linux: PR_SET_PDEATHSIG = SIGKILL, so that a
 # parent killed by any signal takes the worker with it; if the parent is already gone, it exits at once), then it
 # loads this file under another name (importing the mgicon package, and torch, would only cost start-up time) and

@@ -657,13 +657,24 @@ def displacement_field(transform: sitk.Transform, reference: sitk.Image) -> sitk
     return f.Execute(transform)
 
 
-def learn2reg_displacement(field: sitk.Image) -> sitk.Image:
+def learn2reg_displacement(field: sitk.Image, moving: sitk.Image | None = None) -> sitk.Image:
     """A physical displacement field as Learn2Reg stores it: voxel units of the reference grid, a 4-D image
-    whose last axis holds the 3 components (array ``(3, z, y, x)``, NIfTI dims ``(x, y, z, 3)``)."""
+    whose last axis holds the 3 components (array ``(3, z, y, x)``, NIfTI dims ``(x, y, z, 3)``).
+
+    With ``moving``, the field is what the Learn2Reg evaluation reads (it samples the moving image at fixed voxel
+    index + field, and scales keypoint errors by the moving spacing): the moving image's continuous voxel index of
+    ``T(p)`` minus the fixed voxel index of ``p``.  The two agree when the images share a grid, as Learn2Reg's do."""
     vectors = sitk.GetArrayFromImage(field)  # [z, y, x, 3], physical (x, y, z) components
     direction = np.asarray(field.GetDirection()).reshape(3, 3)
     spacing = np.asarray(field.GetSpacing())
-    voxels = (vectors @ direction) / spacing  # D^T v per voxel, then per-axis spacing
+    if moving is None:
+        voxels = (vectors @ direction) / spacing  # D^T v per voxel, then per-axis spacing
+    else:
+        size = field.GetSize()
+        index = np.stack(np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")[::-1], axis=-1)
+        points = (index * spacing) @ direction.T + np.asarray(field.GetOrigin()) + vectors  # T(p), [z, y, x, 3]
+        to_moving = np.linalg.inv(_direction(moving) @ np.diag(moving.GetSpacing()))
+        voxels = (points - np.asarray(moving.GetOrigin())) @ to_moving.T - index
     volume = sitk.GetImageFromArray(np.moveaxis(voxels, -1, 0).astype(np.float32), isVector=False)
     volume.SetSpacing(tuple(field.GetSpacing()) + (1.0,))
     volume.SetOrigin(tuple(field.GetOrigin()) + (0.0,))
@@ -723,3 +734,48 @@ def read_header(path: str | os.PathLike) -> sitk.ImageFileReader:
 def same_geometry(a: str | os.PathLike, b: str | os.PathLike, tol: float = 1e-4) -> bool:
     """Whether two image files share their grid (:func:`same_grid`), from their headers alone."""
     return same_grid(read_header(a), read_header(b), tol)
+
+
+# ----------------------------------------------------------------------------------------------- orientation
+# An image's axis orientation is the DICOM code of its direction matrix's nearest axes ("LPS": index x grows
+# towards patient left, y towards posterior, z towards superior; ITK's identity direction).  Reorienting permutes
+# and flips the voxel array, with the matching direction and origin, without resampling: the same physical image.
+
+#: the orientation figures are drawn in: ITK's identity direction, whose array axis 0 gives axial slices
+DISPLAY_ORIENTATION = "LPS"
+
+
+def orientation_code(image: sitk.Image) -> str:
+    """The three-letter DICOM orientation code nearest to ``image``'s direction matrix (e.g. ``"LPS"``)."""
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
+def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
+    """``image`` with its voxel array permuted and flipped (no resampling) so that its axes are those of the DICOM
+    code ``orientation``: the same physical image, with a direction matrix nearest to that code's."""
+    if orientation_code(image) == orientation:
+        return image
+    return sitk.DICOMOrient(image, orientation)
+
+
+def reorient_array(array: np.ndarray, like: sitk.Image, orientation: str) -> np.ndarray:
+    """A [z, y, x] array whose axes are ``like``'s voxel axes (any shape, e.g. resized to the network grid),
+    permuted and flipped as :func:`reorient` does ``like``'s voxel array."""
+    if orientation_code(like) == orientation:
+        return array
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetDirection(like.GetDirection())
+    return to_array(sitk.DICOMOrient(image, orientation))
+
+
+def compose(*transforms: sitk.Transform) -> sitk.CompositeTransform:
+    """``compose(A, B, …)(p) = A(B(…(p)))`` as one flat ITK composite (nested composites are unpacked, so that
+    every ITK reader takes the written file)."""
+    composite = sitk.CompositeTransform(3)
+    for transform in transforms:  # SimpleITK applies the last added transform first
+        if isinstance(transform, sitk.CompositeTransform):
+            for i in range(transform.GetNumberOfTransforms()):
+                composite.AddTransform(transform.GetNthTransform(i))
+        else:
+            composite.AddTransform(transform)
+    return composite

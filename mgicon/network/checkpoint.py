@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -125,6 +125,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return {"config": config, "state_dict": dict(payload)}
 
 
+def checkpoint_input_shape(
+    checkpoint: Mapping[str, Any], requested: Sequence[int] | None = None
+) -> tuple[int, int, int]:
+    """The grid a checkpoint runs at, the one rule of every route (``mgicon register``/``finetune``, evaluation).
+
+    ``requested`` (``--input-shape``, ``evaluation.released.NAME.input_shape``) when given; else the checkpoint's
+    own: an mgicon checkpoint carries its config's ``input_shape``, a bare released state dict carries no grid and
+    runs at upstream's 175³ (:func:`infer_config`'s default).  ``checkpoint`` is :func:`load_checkpoint`'s result.
+    """
+    if requested is not None:
+        return tuple(int(n) for n in requested)
+    return tuple(checkpoint["config"].input_shape)
+
+
 def load_network(
     path: str | os.PathLike,
     map_location: str | torch.device = "cpu",
@@ -132,12 +146,10 @@ def load_network(
 ) -> RegistrationNetwork:
     """Rebuild the network of a checkpoint (ours or a released ``.trch``) with its weights, in eval mode.
 
-    ``input_shape`` overrides the stored one (a bare state dict carries none; it defaults to 175³).
+    ``input_shape`` overrides the stored one (:func:`checkpoint_input_shape`: a bare state dict runs at 175³).
     """
     ckpt = load_checkpoint(path, map_location)
-    config: NetworkConfig = ckpt["config"]
-    if input_shape is not None:
-        config = config.replace(input_shape=tuple(input_shape))
+    config: NetworkConfig = ckpt["config"].replace(input_shape=checkpoint_input_shape(ckpt, input_shape))
     try:
         net = RegistrationNetwork(config)
     except (TypeError, ValueError, RuntimeError) as exc:

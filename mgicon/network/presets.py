@@ -98,5 +98,7 @@ def network_config(spec: Mapping[str, Any]) -> NetworkConfig:
     preset = spec.pop("preset", "paper")
     if "input_shape" in spec:
         spec["input_shape"] = tuple(spec["input_shape"])
+    if preset == "custom":  # a checkpoint's own layout (NetworkConfig.to_dict), no preset behind it
+        return NetworkConfig.from_dict({**spec, "preset": preset})
     config = get_preset(preset, **spec)
     return config if config.preset == preset else config.replace(preset=preset)

@@ -5,6 +5,8 @@ Conventions (stated once here):
 * A registration result is an ITK transform mapping **fixed** physical points to **moving** physical points; the
   warped moving image is ``warp_image(moving, transform, fixed)``, on the fixed grid.  All SimpleITK work goes
   through :mod:`mgicon.io.itk`; this module only handles numpy arrays and matplotlib.
+* Images are first reoriented (permuted/flipped, no resampling) to ITK's identity axes (``LPS``,
+  :data:`mgicon.io.itk.DISPLAY_ORIENTATION`), so a scan stored in any axis orientation shows the same planes.
 * Arrays are ITK's ``[z, y, x]``.  A slice is taken perpendicular to an array axis: ``"axial"`` = axis 0 (ITK z),
   ``"coronal"`` = axis 1, ``"sagittal"`` = axis 2 (names assume a near-identity direction matrix).  Slices are
   returned ready to display with row 0 at the top (``imshow(origin="upper")``): axial keeps the LPS array order
@@ -31,7 +33,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from mgicon.fsutil import atomic_path
-from mgicon.io.itk import displacement_field, index_to_physical, jacobian_determinant, to_array, warp_image
+from mgicon.io.itk import (
+    DISPLAY_ORIENTATION,
+    displacement_field,
+    index_to_physical,
+    jacobian_determinant,
+    reorient,
+    to_array,
+    warp_image,
+)
 from mgicon.vocabulary import IO_SETTINGS, METRIC_LABELS, NEGATIVE_JACOBIAN, is_fold
 
 if TYPE_CHECKING:  # type hints only; SimpleITK calls live in mgicon.io.itk
@@ -102,7 +112,10 @@ def panel_data(
     vertical/horizontal axis, from the fixed origin) of ``T(p)`` for each fixed pixel ``p``.  ``jacobian``: the
     physical Jacobian determinant; ``folds``: ``jacobian < 0`` (:func:`~mgicon.vocabulary.is_fold`).  ``slice_index``
     is along the fixed image (default: middle); the moving slice is taken at the same fraction of its own size.
+    Both images are first reoriented (no resampling) to :data:`~mgicon.io.itk.DISPLAY_ORIENTATION`, so that every
+    panel shows the same anatomical plane whatever the axis orientation a scan is stored in.
     """
+    fixed, moving = reorient(fixed, DISPLAY_ORIENTATION), reorient(moving, DISPLAY_ORIENTATION)
     axis = _axis(slice_axis)
     fixed_array = to_array(fixed).astype(np.float32)
     moving_array = to_array(moving).astype(np.float32)
@@ -179,6 +192,7 @@ def registration_panels(
 
     if not transforms:
         raise ValueError("registration_panels needs at least one transform")
+    fixed, moving = reorient(fixed, DISPLAY_ORIENTATION), reorient(moving, DISPLAY_ORIENTATION)
     axis = _axis(slice_axis)
     fixed_window = intensity_window(to_array(fixed))
     moving_window = intensity_window(to_array(moving))

@@ -12,6 +12,7 @@ from mgicon.vocabulary import (
     FINETUNE,
     IDENTITY,
     IO_SETTINGS,
+    LEARN2REG_SPLITS,
     NOIO,
     STAGE1,
     STAGE2,
@@ -20,6 +21,7 @@ from mgicon.vocabulary import (
     TEST,
     TRAINING_STAGES,
 )
+from mgicon.weights import RELEASE_URLS
 
 try:  # every default from the schema, every mistake named before any job runs
     _resolved = resolve(config, [str(f) for f in workflow.configfiles] or None)
@@ -114,8 +116,21 @@ def train_inputs(wildcards):
         inputs["init"] = f"{RESULTS}/models/{wildcards.variant}/{STAGE1}/final.pt"
     elif wildcards.stage == FINETUNE:
         base = VARIANTS[wildcards.variant]["finetune_from"]
-        inputs["init"] = f"{RESULTS}/models/{base}/checkpoint.pt"
+        if base in VARIANTS:
+            inputs["init"] = f"{RESULTS}/models/{base}/checkpoint.pt"
+        elif (
+            base not in RELEASE_URLS
+        ):  # a checkpoint path (a released model: finetune_source)
+            inputs["init"] = base
     return inputs
+
+
+def finetune_source(wildcards):
+    """The released model a finetuned variant starts from ("" if none): the job resolves (downloads) it."""
+    if wildcards.stage != FINETUNE:
+        return ""
+    base = VARIANTS[wildcards.variant]["finetune_from"]
+    return base if base not in VARIANTS and base in RELEASE_URLS else ""
 
 
 def model_targets():
@@ -178,6 +193,9 @@ NETWORK_EVALUATION_KEYS = (
     "io_iterations",
     "io_lr",
     "io_lncc_sigma",
+    "io_dice_weight",
+    "keep_orientation",
+    "affine",
     "device",
     "bf16",
 )
@@ -250,3 +268,59 @@ def figure_targets():
 def figure_methods():
     """The methods shown in the qualitative panels (w/o IO)."""
     return [m for m in BASELINES if m != IDENTITY] + network_methods()
+
+
+# ------------------------------------------------------------------------------------------------- learn2reg
+LEARN2REG = config["learn2reg"]
+
+
+def learn2reg_method():
+    """The network method whose fields the Learn2Reg submissions hold (learn2reg.method, else the first)."""
+    return LEARN2REG["method"] or next(iter(network_methods()), None)
+
+
+if LEARN2REG["datasets"]:  # named before any job runs, like the config's other mistakes
+    _unknown = [d for d in LEARN2REG["datasets"] if d not in REGISTRY]
+    if _unknown:
+        print(
+            f"config error: learn2reg.datasets: {_unknown[0]!r} is not a dataset of the config",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if learn2reg_method() not in network_methods():
+        print(
+            f"config error: learn2reg.method: {learn2reg_method()!r} is not a variant or evaluation.released method",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def learn2reg_targets():
+    return [
+        f"{RESULTS}/learn2reg/{d}/{s}.zip"
+        for d in LEARN2REG["datasets"]
+        for s in LEARN2REG["splits"]
+    ]
+
+
+def learn2reg_inputs(wildcards):
+    """The dataset's manifest (a download is fetched by then) and a trained variant's checkpoint."""
+    inputs = {"manifest": f"{RESULTS}/data/{wildcards.dataset}/manifest.csv"}
+    if learn2reg_method() in VARIANTS:
+        inputs["checkpoint"] = f"{RESULTS}/models/{learn2reg_method()}/checkpoint.pt"
+    return inputs
+
+
+def learn2reg_params(dataset):
+    """What a submission depends on: the dataset's source, the method's weights and the IO settings."""
+    method = learn2reg_method()
+    keys = ("io_iterations", "io_lr", "device", "bf16")
+    return {
+        "seed": config["seed"],
+        "resources": config["resources"],
+        "source": config["datasets"][dataset]["source"],
+        "method": method,
+        "released": RELEASED.get(method),
+        "io": LEARN2REG["io"],
+        "evaluation": {k: EVALUATION[k] for k in keys},
+    }

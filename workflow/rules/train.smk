@@ -23,6 +23,7 @@ rule train_stage:
     params:
         config=lambda w: train_params(w.variant),
         stage_data=lambda w: STAGE_DATA[w.stage],
+        init_model=finetune_source,
     script:
         "../scripts/train.py"
 

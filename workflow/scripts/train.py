@@ -9,6 +9,7 @@ from _log import logged  # noqa: E402
 
 with logged(snakemake):  # noqa: F821
     from mgicon.train.launch import TrainJob, launch
+    from mgicon.weights import resolve_model
 
     sm = snakemake  # noqa: F821
     names = [Path(p).parent.name for p in sm.input.preprocessed]  # results/data/{dataset}/preprocessed.csv
@@ -19,6 +20,6 @@ with logged(snakemake):  # noqa: F821
         out_dir=str(Path(sm.output[0]).parent),
         preprocessed=dict(zip(names, sm.input.preprocessed)),
         pair_lists=dict(zip(names, sm.input.pairs)),
-        init_from=sm.input.get("init"),
+        init_from=sm.input.get("init") or (str(resolve_model(sm.params.init_model)) if sm.params.init_model else None),
     )
     launch(job, threads=sm.threads)
