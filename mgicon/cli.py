@@ -405,20 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("LO", "HI"),
         help="MRI normalisation quantiles (default: minimum and 99th percentile)",
     )
-    reg.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    reg.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
-    reg.add_argument(
-        "--seed", type=int, default=schema_default("seed"), help="seed of the IO randomness (default %(default)s)"
-    )
-    reg.add_argument("--no-download", action="store_true", help="never download released weights")
-    reg.add_argument(
-        "--input-shape",
-        "--input_shape",
-        nargs=3,
-        type=_positive_int,
-        metavar=("D", "H", "W"),
-        help="the network grid (default: the checkpoint's own; 175 175 175 for a released .trch)",
-    )
+    _add_run_options(reg, "seed of the IO randomness")
     reg.add_argument(
         "--keep-orientation",
         "--keep_orientation",
@@ -457,6 +444,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_parser(sub)
     _add_learn2reg_parser(sub)
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options every command that runs a network shares: device, bf16, seed, downloads, the network grid."""
+    from mgicon.config import schema_default
+
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    parser.add_argument("--seed", type=int, default=schema_default("seed"), help=f"{seed_help} (default %(default)s)")
+    parser.add_argument("--no-download", action="store_true", help="never download released weights")
+    parser.add_argument(
+        "--input-shape",
+        "--input_shape",
+        nargs=3,
+        type=_positive_int,
+        metavar=("D", "H", "W"),
+        help="the network grid (default: the checkpoint's own; 175 175 175 for a released model)",
+    )
 
 
 def _positive_int(value: str) -> int:
@@ -523,14 +528,6 @@ def _add_finetune_parser(sub) -> None:
         help="pairs per step (default %(default)s)",
     )
     fin.add_argument(
-        "--input-shape",
-        "--input_shape",
-        nargs=3,
-        type=_positive_int,
-        metavar=("D", "H", "W"),
-        help="the network grid (default: the checkpoint's own; 175 175 175 for a released model)",
-    )
-    fin.add_argument(
         "--pairing", choices=PAIRINGS, default="inter", help="which scans are paired (default %(default)s)"
     )
     fin.add_argument(
@@ -552,10 +549,7 @@ def _add_finetune_parser(sub) -> None:
         default=schema_default("training.checkpoint_every"),
         help="steps between resumable checkpoints (default %(default)s)",
     )
-    fin.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    fin.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
-    fin.add_argument("--seed", type=int, default=schema_default("seed"), help="default %(default)s")
-    fin.add_argument("--no-download", action="store_true", help="never download released weights")
+    _add_run_options(fin, "seed of the pair draws, augmentation and GradICON points")
     fin.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db)")
     fin.add_argument("--no-tracking", action="store_true", help="no MLflow run")
     fin.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -796,18 +790,7 @@ def _add_learn2reg_parser(sub) -> None:
     l2r.add_argument("--ct-window", "--ct_window", nargs=2, type=float, metavar=("MIN", "MAX"))
     l2r.add_argument("--quantile-range", "--quantile_range", nargs=2, type=float, metavar=("LO", "HI"))
     l2r.add_argument("--keep-orientation", "--keep_orientation", action="store_true", help="as for register")
-    l2r.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    l2r.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
-    l2r.add_argument("--seed", type=int, default=schema_default("seed"), help="seed of the IO (default %(default)s)")
-    l2r.add_argument("--no-download", action="store_true", help="never download released weights")
-    l2r.add_argument(
-        "--input-shape",
-        "--input_shape",
-        nargs=3,
-        type=_positive_int,
-        metavar=("D", "H", "W"),
-        help="the network grid, as for register",
-    )
+    _add_run_options(l2r, "seed of the IO")
 
 
 def _learn2reg_modality(names: dict[str, str], channel: str, given: str | None, option: str) -> str:
