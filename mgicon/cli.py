@@ -389,22 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accepted for upstream compatibility: masks always restrict the IO similarity",
     )
-    reg.add_argument(
-        "--ct-window",
-        "--ct_window",
-        nargs=2,
-        type=float,
-        metavar=("MIN", "MAX"),
-        help="CT window in HU (default -1000 1000)",
-    )
-    reg.add_argument(
-        "--quantile-range",
-        "--quantile_range",
-        nargs=2,
-        type=float,
-        metavar=("LO", "HI"),
-        help="MRI normalisation quantiles (default: minimum and 99th percentile)",
-    )
+    _add_intensity_options(reg)
     _add_run_options(reg, "seed of the IO randomness")
     reg.add_argument(
         "--keep-orientation",
@@ -444,6 +429,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_parser(sub)
     _add_learn2reg_parser(sub)
     return parser
+
+
+def _add_intensity_options(parser: argparse.ArgumentParser) -> None:
+    """How the commands that register normalise intensities before the network."""
+    parser.add_argument(
+        "--ct-window",
+        "--ct_window",
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+        help="CT window in HU (default -1000 1000)",
+    )
+    parser.add_argument(
+        "--quantile-range",
+        "--quantile_range",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="MRI normalisation quantiles (default: minimum and 99th percentile)",
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser, seed_help: str) -> None:
@@ -787,9 +792,8 @@ def _add_learn2reg_parser(sub) -> None:
     l2r.add_argument("--io-iterations", "--io_iterations", type=_io_iterations, default=io_steps)
     l2r.add_argument("--io-sim", "--io_sim", choices=SIMILARITIES, default=None, help="as for register")
     l2r.add_argument("--io-lr", "--io_lr", type=_positive_float, default=io_lr)
-    l2r.add_argument("--ct-window", "--ct_window", nargs=2, type=float, metavar=("MIN", "MAX"))
-    l2r.add_argument("--quantile-range", "--quantile_range", nargs=2, type=float, metavar=("LO", "HI"))
     l2r.add_argument("--keep-orientation", "--keep_orientation", action="store_true", help="as for register")
+    _add_intensity_options(l2r)
     _add_run_options(l2r, "seed of the IO")
 
 
