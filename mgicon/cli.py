@@ -542,6 +542,27 @@ def _add_finetune_parser(sub) -> None:
         help="multiply every image by its manifest mask before the network and the loss",
     )
     fin.add_argument(
+        "--keep-orientation",
+        "--keep_orientation",
+        action="store_true",
+        help="train on the voxel arrays as stored (upstream); default: every scan brought to the axis orientation "
+        "most of them are stored in",
+    )
+    fin.add_argument(
+        "--dice-loss-weight",
+        "--dice_loss_weight",
+        type=_non_negative_float,
+        default=schema_default("variants.*.dice_loss_weight"),
+        help="weight of a soft Dice term of the manifest's label maps (every split=train row needs a label; "
+        "default %(default)g: none)",
+    )
+    fin.add_argument(
+        "--loss-function-masking",
+        "--loss_function_masking",
+        action="store_true",
+        help="restrict the similarity to the fixed-side scan's manifest mask (every split=train row needs one)",
+    )
+    fin.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=schema_default("training.augment"),
@@ -756,6 +777,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         bf16=args.bf16,
         pairing=args.pairing,
         roi_masking=args.roi_masking,
+        dice_loss_weight=args.dice_loss_weight,
+        loss_function_masking=args.loss_function_masking,
+        keep_orientation=args.keep_orientation,
         input_shape=tuple(args.input_shape) if args.input_shape else None,
         tracking_uri=args.tracking_uri,
         tracking=not args.no_tracking,

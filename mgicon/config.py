@@ -34,6 +34,22 @@ from mgicon.vocabulary import SPLITS
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
+class JobParams(dict):
+    """A job's slice of the config.  Its ``repr``, which Snakemake compares to decide whether a job's params changed,
+    does not depend on key order (reordering a YAML file reruns nothing); the mapping keeps the config's order."""
+
+    def __repr__(self) -> str:
+        return repr(_key_sorted(self))
+
+
+def _key_sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _key_sorted(v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_key_sorted(v) for v in value]
+    return value
+
+
 class ConfigError(ValueError):
     """A config mistake; ``str()`` is one line naming the file(s) and the key path."""
 

@@ -225,6 +225,57 @@ def gradicon(
     return total
 
 
+def shared_one_hot(seg_A: torch.Tensor, seg_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One-hot maps ``(B, K, *spatial)`` of the K non-zero labels that both label maps ``(B, 1, *spatial)`` of some
+    pair hold, and ``valid`` ``(B, K)``: pair ``b`` holds class ``k`` on both sides.
+
+    As upstream 1.0.6's Dice term, a label that only one side of a pair holds is not a class of that pair.
+    """
+    if seg_A.shape != seg_B.shape or seg_A.dim() < 3 or seg_A.shape[1] != 1:
+        shapes = f"{tuple(seg_A.shape)} and {tuple(seg_B.shape)}"
+        raise ValueError(f"label maps must be (B, 1, *spatial) of one shape, got {shapes}")
+    a, b = seg_A.round().long(), seg_B.round().long()
+    classes = sorted(
+        {int(v) for i in range(a.shape[0]) for v in set(a[i].unique().tolist()) & set(b[i].unique().tolist()) if v}
+    )
+    empty = torch.zeros((a.shape[0], 0, *a.shape[2:]), device=a.device)
+    one_A = torch.cat([(a == v).float() for v in classes], dim=1) if classes else empty
+    one_B = torch.cat([(b == v).float() for v in classes], dim=1) if classes else empty
+    return one_A, one_B, one_A.flatten(2).any(-1) & one_B.flatten(2).any(-1)
+
+
+def soft_dice_loss(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, epsilon: float = 1e-6
+) -> torch.Tensor:
+    """``1 − soft Dice`` of class maps ``(B, K, *spatial)``, ``Dice = (2 Σ p·t + ε) / (Σ p + Σ t + ε)``.
+
+    Without ``valid`` the mean over all pairs and classes; with ``valid`` ``(B, K)`` each pair's mean over its valid
+    classes, then the mean over the pairs that have one (0 when none has), as upstream 1.0.6's ``dice_loss``.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"soft Dice: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    dims = tuple(range(2, pred.dim()))
+    dice = (2.0 * (pred * target).sum(dims) + epsilon) / (pred.sum(dims) + target.sum(dims) + epsilon)
+    if valid is None:
+        return 1.0 - dice.mean()
+    valid = valid.to(dice.dtype)
+    counts = valid.sum(dim=1)
+    if not bool((counts > 0).any()):
+        return pred.sum() * 0.0
+    has = counts > 0
+    return (((1.0 - dice) * valid).sum(dim=1)[has] / counts[has]).mean()
+
+
+def label_dice_loss(
+    phi_AB: torch.Tensor, phi_BA: torch.Tensor, one_hot_A: torch.Tensor, one_hot_B: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """The segmentation term of upstream 1.0.6: ``Dice(S_A ∘ Φ_AB, S_B) + Dice(S_B ∘ Φ_BA, S_A)`` as soft Dice
+    losses of the trilinearly warped one-hot maps (:func:`shared_one_hot`), maps on their grid ``(B, 3, *spatial)``."""
+    return soft_dice_loss(warp(one_hot_A, phi_AB), one_hot_B, valid) + soft_dice_loss(
+        warp(one_hot_B, phi_BA), one_hot_A, valid
+    )
+
+
 @dataclass
 class ObjectiveTerms:
     """The value of the objective and its parts; maps on the network grid (B, 3, *shape)."""

@@ -16,37 +16,13 @@ import torch
 from torch import nn
 
 from mgicon.config import schema_default
-from mgicon.losses import GRADICON_LAMBDA, Similarity, get_similarity, objective
-from mgicon.maps import warp
+from mgicon.losses import GRADICON_LAMBDA, Similarity, get_similarity, label_dice_loss, objective, shared_one_hot
 from mgicon.network.inference import autocast_context
 from mgicon.network.unet import UNet
 
 IO_LEARNING_RATE = schema_default("evaluation.io_lr")  # upstream's: Adam at 2e-5 for 50 steps
 IO_STEPS = schema_default("evaluation.io_iterations")
 IO_DICE_WEIGHT = schema_default("evaluation.io_dice_weight")  # upstream 1.0.6's --dice_loss_weight: 0, no Dice term
-
-
-def shared_one_hot(seg_A: torch.Tensor, seg_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-hot ``(B, K, *spatial)`` float maps of the K non-zero labels both label maps ``(B, 1, *spatial)`` hold.
-
-    As upstream 1.0.6: labels only one map holds are ignored; no shared label is an error.
-    """
-    a, b = seg_A.round().long(), seg_B.round().long()
-    labels = [int(v) for v in torch.unique(a) if v != 0 and bool((b == v).any())]
-    if not labels:
-        raise ValueError("segmentation Dice term: the two label maps share no non-zero label")
-    return (
-        torch.cat([(a == v).float() for v in labels], dim=1),
-        torch.cat([(b == v).float() for v in labels], dim=1),
-    )
-
-
-def soft_dice_loss(pred: torch.Tensor, target: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
-    """``1 − mean soft Dice`` over the channels (classes) of ``(B, K, *spatial)`` maps, as upstream's dice_loss."""
-    dims = tuple(range(2, pred.dim()))
-    intersection = (pred * target).sum(dims)
-    dice = (2.0 * intersection + epsilon) / (pred.sum(dims) + target.sum(dims) + epsilon)
-    return 1.0 - dice.mean()
 
 
 @dataclass
@@ -70,13 +46,13 @@ def io_step(
     mask_moving: torch.Tensor | None = None,
     mask_fixed: torch.Tensor | None = None,
     bf16: bool = False,
-    one_hot: tuple[torch.Tensor, torch.Tensor] | None = None,
+    one_hot: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     dice_weight: float = IO_DICE_WEIGHT,
 ) -> dict[str, float]:
     """One IO step on ``work`` (modified in place): objective, backward, Adam step.  Returns the objective's parts.
 
-    ``one_hot`` (moving's, fixed's; :func:`shared_one_hot`) adds ``dice_weight`` times the soft Dice loss of both
-    warped segmentations (moving→fixed and fixed→moving, trilinear), as upstream 1.0.6.
+    ``one_hot`` (moving's, fixed's, shared classes; :func:`mgicon.losses.shared_one_hot`) adds ``dice_weight``
+    times :func:`mgicon.losses.label_dice_loss`, as upstream 1.0.6.
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(moving.device, bf16):
@@ -86,10 +62,7 @@ def io_step(
     total = terms.total
     parts = {"similarity": terms.similarity.item(), "gradicon": terms.gradicon.item()}
     if one_hot is not None and dice_weight > 0:
-        seg_moving, seg_fixed = one_hot
-        dice = soft_dice_loss(warp(seg_moving, terms.phi_AB.float()), seg_fixed) + soft_dice_loss(
-            warp(seg_fixed, terms.phi_BA.float()), seg_moving
-        )
+        dice = label_dice_loss(terms.phi_AB.float(), terms.phi_BA.float(), *one_hot)
         total = total + dice_weight * dice
         parts["dice"] = dice.item()
     total.backward()
@@ -141,6 +114,8 @@ def instance_optimize(
     one_hot = None
     if dice_weight > 0:
         one_hot = shared_one_hot(segmentation_moving.to(device), segmentation_fixed.to(device))
+        if not bool(one_hot[2].any(dim=1).all()):
+            raise ValueError("segmentation Dice term: the two label maps share no non-zero label")
     work = copy.deepcopy(net).eval()
     for unet in work.modules():
         if isinstance(unet, UNet):

@@ -6,8 +6,9 @@ import mgicon
 from mgicon.testing import randomize_weights
 
 
-def upstream_network(n: int, similarity: str = "lncc2", include_last_step: bool = True, seed: int = 1):
-    """upstream's ``make_network`` at n³ with randomised (non-identity) weights, in eval mode."""
+def upstream_network(n: int, similarity: str = "lncc2", include_last_step: bool = True, seed: int = 1, **options):
+    """upstream's ``make_network`` at n³ with randomised (non-identity) weights, in eval mode; ``options`` are
+    ``make_network``'s (``dice_loss_weight``, ``loss_function_masking``)."""
     import icon_registration as icon
     import unigradicon
 
@@ -16,7 +17,7 @@ def upstream_network(n: int, similarity: str = "lncc2", include_last_step: bool 
         "lncc2": icon.losses.SquaredLNCC(sigma=5),
         "mind": icon.losses.MINDSSC(radius=2, dilation=2),
     }[similarity]
-    net = unigradicon.make_network([1, 1, n, n, n], include_last_step=include_last_step, loss_fn=loss)
+    net = unigradicon.make_network([1, 1, n, n, n], include_last_step=include_last_step, loss_fn=loss, **options)
     randomize_weights(net.regis_net, seed)
     return net.eval()
 

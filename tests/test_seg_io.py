@@ -15,9 +15,10 @@ import torch
 from mgicon import metrics
 from mgicon.cli import main
 from mgicon.config import schema_default
+from mgicon.losses import shared_one_hot, soft_dice_loss
 from mgicon.maps import warp
 from mgicon.network import build_network, save_checkpoint
-from mgicon.optimize import IO_DICE_WEIGHT, instance_optimize, shared_one_hot, soft_dice_loss
+from mgicon.optimize import IO_DICE_WEIGHT, instance_optimize
 from mgicon.testing import smooth_volume
 
 SHAPE = (24, 24, 24)
@@ -57,14 +58,50 @@ def test_soft_dice_loss_analytic():
     assert float(soft_dice_loss(half, full)) == pytest.approx(1 - 2 * 4 / (4 + 8), abs=1e-6)
 
 
+def test_soft_dice_loss_valid_classes_per_pair():
+    # pair 0: class 0 perfect (loss 0), class 1 disjoint (loss 1); pair 1: only class 1 valid, perfect; pair 2: none
+    pred = torch.zeros(3, 2, 2, 2, 2)
+    target = torch.zeros(3, 2, 2, 2, 2)
+    pred[0, 0, 0], target[0, 0, 0] = 1, 1
+    pred[0, 1, 0], target[0, 1, 1] = 1, 1
+    pred[1, 1], target[1, 1] = 1, 1
+    valid = torch.tensor([[True, True], [False, True], [False, False]])
+    assert float(soft_dice_loss(pred, target, valid)) == pytest.approx((0.5 + 0.0) / 2, abs=1e-6)
+    assert float(soft_dice_loss(pred, target, torch.zeros(3, 2, dtype=torch.bool))) == 0.0
+
+
 def test_shared_one_hot_keeps_shared_labels_only():
     a = _ball((12, 12, 12), label=2) + _ball((4, 4, 4), radius=2, label=5)
     b = _ball((12, 12, 14), label=2) + _ball((20, 20, 20), radius=2, label=7)
-    one_a, one_b = shared_one_hot(a, b)
+    one_a, one_b, valid = shared_one_hot(a, b)
     assert one_a.shape == one_b.shape == (1, 1, *SHAPE)
     assert torch.equal(one_a, (a == 2).float()) and torch.equal(one_b, (b == 2).float())
+    assert valid.tolist() == [[True]]
+    none = shared_one_hot(_ball((12, 12, 12), label=1), _ball((12, 12, 12), label=3))
+    assert none[0].shape == (1, 0, *SHAPE) and none[2].numel() == 0
+
+
+def test_shared_one_hot_per_pair_of_a_batch():
+    a = torch.cat([_ball((12, 12, 12), label=1), _ball((12, 12, 12), label=2)])
+    b = torch.cat([_ball((12, 12, 12), label=1), _ball((12, 12, 12), label=3)])  # pair 1 shares nothing
+    one_a, one_b, valid = shared_one_hot(a, b)
+    assert one_a.shape[1] == 1 and valid.tolist() == [[True], [False]]
+    assert torch.equal(one_a[0], (a[0] == 1).float()) and not one_a[1].any()
+
+
+def test_io_with_unshared_labels_is_an_error(synthetic_pair):
+    moving, fixed, _, _ = synthetic_pair
+    net = build_network("tiny", input_shape=SHAPE)
     with pytest.raises(ValueError, match="share no"):
-        shared_one_hot(_ball((12, 12, 12), label=1), _ball((12, 12, 12), label=3))
+        instance_optimize(
+            net,
+            moving,
+            fixed,
+            steps=1,
+            segmentation_moving=_ball((12, 12, 12), label=1),
+            segmentation_fixed=_ball((12, 12, 12), label=3),
+            dice_weight=1.0,
+        )
 
 
 def test_segmentations_raise_dice(synthetic_pair):

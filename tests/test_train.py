@@ -16,6 +16,7 @@ from mgicon.data.registry import load_registry, stage_weights
 from mgicon.network import save_checkpoint
 from mgicon.tracking import Tracker, TrackingError
 from mgicon.train import TrainConfig, TrainingData, build_model, train, train_step
+from mgicon.train.data import Batch
 from mgicon.train.loop import PairModel
 
 SHAPE = [24, 24, 24]
@@ -227,6 +228,45 @@ def test_mlflow_run_has_params_metrics_and_run_file(stage_data, tmp_path):
 def test_unreachable_tracking_server_is_a_clear_error_at_start():
     with pytest.raises(TrackingError, match="127.0.0.1:9.*unreachable"):
         Tracker("http://127.0.0.1:9", "x")
+
+
+class _FixedBatch:
+    """A data source whose every batch is ``batch`` (train_step only asks ``data.batch``)."""
+
+    def __init__(self, batch: Batch):
+        self._batch = batch
+
+    def batch(self, step: int, size: int) -> Batch:
+        return self._batch
+
+
+@pytest.mark.oracle
+def test_masked_similarity_and_dice_term_of_a_training_step_equal_upstream():
+    """upstream 1.0.6's GradientICONSparse with dice_loss_weight and loss_function_masking is the truth for the
+    objective's similarity and Dice parts (its GradICON points are its own random draws, so the total is not)."""
+    from tests.oracle import ours_from, upstream_network
+
+    n, weight = 72, 2.0
+    up = upstream_network(n, "lncc", seed=5, dice_loss_weight=weight, loss_function_masking=True)
+    ours = ours_from(up, n)
+    a, b = mgicon.testing.smooth_volume((n,) * 3, 1, batch=2), mgicon.testing.smooth_volume((n,) * 3, 2, batch=2)
+    mask = (mgicon.testing.smooth_volume((n,) * 3, 3, batch=2) > 0.35).float()
+    masks = [mask, 1 - mask]
+    labels = [torch.floor(mgicon.testing.smooth_volume((n,) * 3, s, batch=2) * 3) for s in (5, 6)]  # labels 0-2
+    labels[1][1][labels[1][1] == 2] = 0  # pair 1 shares one class only
+    batch = Batch(a, b, a, b, [], labels[0], labels[1], masks[0], masks[1])
+    cfg = _config(similarity="lncc", batch_size=2, augment=False, dice_loss_weight=weight, loss_function_masking=True)
+    optimizer = torch.optim.SGD(ours.parameters(), lr=0.0)
+    got = train_step(PairModel(ours), optimizer, _FixedBatch(batch), cfg, step=0)
+    with torch.no_grad():
+        expected = up(a, b, mask_A=masks[0], mask_B=masks[1], segmentation_A=labels[0], segmentation_B=labels[1])
+    assert expected.dice_loss.item() > 0.05 and expected.similarity_loss.item() > 0.05
+    assert got["dice"] == pytest.approx(expected.dice_loss.item(), rel=1e-5)
+    assert got["similarity"] == pytest.approx(expected.similarity_loss.item(), rel=1e-5)
+    unmasked = train_step(
+        PairModel(ours), optimizer, _FixedBatch(batch), _config(similarity="lncc", batch_size=2, augment=False), 0
+    )
+    assert unmasked["similarity"] != pytest.approx(got["similarity"], rel=1e-3)  # the control: masks matter
 
 
 def test_augmentation_shares_permutation_and_flip_and_keeps_each_side_aligned():

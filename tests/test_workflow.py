@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
+import torch
 import yaml
 
 from mgicon.data.build import read_preprocessed
@@ -98,7 +99,8 @@ def test_default_config_plans_every_variant(tmp_path):
 
 
 def _planned_rules(run) -> list[str]:
-    return [line.split()[1].rstrip(":") for line in (run.stdout + run.stderr).splitlines() if line.startswith("rule ")]
+    lines = (run.stdout + run.stderr).splitlines()
+    return [line.split()[1].rstrip(":") for line in lines if line.startswith(("rule ", "localrule "))]
 
 
 def test_baselines_do_not_rerun_for_network_settings(micro_data):
@@ -134,3 +136,33 @@ def test_a_variant_finetuned_from_a_checkpoint_plans_only_its_finetuning(tmp_pat
     out = run.stdout + run.stderr
     assert "results/models/mine/finetune/final.pt" in out and str(checkpoint) in out
     assert "stage1/final.pt" not in out and "stage2/final.pt" not in out
+
+
+def test_a_variant_finetuned_from_a_checkpoint_runs_to_its_evaluation(micro_data):
+    """The pipeline's finetune route end to end: the user's checkpoint finetuned on one dataset with upstream's
+    Dice term (the variant's options reach the job), then evaluated; nothing else is trained."""
+    from mgicon.network.checkpoint import load_checkpoint, save_checkpoint
+    from mgicon.network.model import build_network
+
+    checkpoint = micro_data / "mine.pt"
+    save_checkpoint(build_network("tiny", tuple(MICRO["network"]["input_shape"])), checkpoint)
+    variant = {"finetune_from": str(checkpoint), "datasets": ["syn-abdomen"], "dice_loss_weight": 1.0}
+    training = {"steps": {"finetune": 4}, "batch_size": 2, "lr": 2e-3, "threads": 1}
+    config = {**MICRO, "training": training, "variants": {"mine": variant}, "evaluation": {"io": ["noio"]}}
+    (micro_data / "mine.yaml").write_text(yaml.safe_dump(config))
+    target = "results/eval/mine/noio/syn-abdomen.csv"
+    run = _snakemake(micro_data, "--cores", "2", target, config=micro_data / "mine.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rules = _planned_rules(run)
+    assert rules.count("train_stage") == 1
+    # the data stage stays done although the config was rewritten with its keys sorted (params compare by content)
+    assert not {"manifest", "preprocess"} & set(rules), rules
+    final = load_checkpoint(micro_data / "results" / "models" / "mine" / "finetune" / "final.pt")
+    assert final["train_config"]["init_from"] == str(checkpoint) and final["train_config"]["dice_loss_weight"] == 1.0
+    assert final["step"] == 4
+    start = load_checkpoint(checkpoint)["state_dict"]
+    assert any(not torch.equal(start[k], v) for k, v in final["state_dict"].items())  # it did train
+    samples = read_csv(micro_data / "results" / "models" / "mine" / "finetune" / "samples.csv")
+    assert {r["dataset"] for r in samples} == {"syn-abdomen"}
+    rows = read_csv(micro_data / target)
+    assert rows and all(r["method"] == "mine" for r in rows)

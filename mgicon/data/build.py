@@ -84,13 +84,18 @@ def build_manifest(name: str, config: Mapping[str, Any], out: str | os.PathLike)
 
 
 def build_preprocessed(
-    name: str, config: Mapping[str, Any], manifest: str | os.PathLike, out: str | os.PathLike
+    name: str,
+    config: Mapping[str, Any],
+    manifest: str | os.PathLike,
+    out: str | os.PathLike,
+    orientation: str | None = None,
 ) -> None:
-    """Write the network-shape volumes and ``preprocessed.csv`` for one dataset."""
+    """Write the network-shape volumes and ``preprocessed.csv`` for one dataset (``orientation``: see
+    :func:`mgicon.data.preprocess.preprocess_rows`)."""
     manifest, out = Path(manifest), Path(out)
     rows = _absolute(read_manifest(manifest), manifest)
     shape = tuple(config["network"]["input_shape"])
-    processed = preprocess_rows(rows, shape, out.parent / "network")
+    processed = preprocess_rows(rows, shape, out.parent / "network", orientation)
     write_csv(
         [{**r, **{c: _portable(r[c], out.parent) for c in PATH_COLUMNS if r.get(c)}} for r in processed], out, COLUMNS
     )

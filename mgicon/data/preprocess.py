@@ -30,14 +30,22 @@ def _scan_name(row: Mapping[str, str]) -> str:
     return f"{row['subject']}_{row['timepoint']}"
 
 
-def preprocess_rows(rows: Sequence[Mapping[str, str]], shape: Sequence[int], out_dir: str | Path) -> list[dict]:
+def preprocess_rows(
+    rows: Sequence[Mapping[str, str]], shape: Sequence[int], out_dir: str | Path, orientation: str | None = None
+) -> list[dict]:
     """Normalise and resize every image (and its label and mask) of a manifest; returns the rows with the
-    ``network_*`` columns pointing at the written volumes."""
+    ``network_*`` columns pointing at the written volumes.
+
+    ``orientation`` (a DICOM code, e.g. ``"LPS"``): every volume's voxel array is first permuted and flipped to it
+    (:func:`mgicon.io.itk.reorient`, no resampling), so scans stored in different axis orientations reach the
+    network alike; None keeps each as stored (the pipeline's data stage)."""
     out_dir = Path(out_dir)
     done: dict[str, str] = {}
     out = []
     for row in rows:
         image, array = itkio.read_scalar_image(row["image"])
+        if orientation is not None:
+            array, image = itkio.reorient_array(array, image, orientation), itkio.reorient(image, orientation)
         normalised = normalize(array, normalization_for(row["modality"]))
         volume = itkio.resize_to_network(normalised, shape)[0, 0].numpy()
         target = out_dir / f"{_scan_name(row)}_{row['modality']}.nii.gz"
@@ -48,7 +56,10 @@ def preprocess_rows(rows: Sequence[Mapping[str, str]], shape: Sequence[int], out
             if not source:
                 continue
             if source not in done:
-                labels = itkio.to_array(itkio.read_image(source, what=key))
+                label_image = itkio.read_image(source, what=key)
+                if orientation is not None:
+                    label_image = itkio.reorient(label_image, orientation)
+                labels = itkio.to_array(label_image)
                 resized = itkio.resize_to_network(labels.astype(np.float32), shape, nearest=True)[0, 0].numpy()
                 tag = hashlib.sha1(str(source).encode()).hexdigest()[:8]
                 path = out_dir / f"{_scan_name(row)}_{key}_{tag}.nii.gz"

@@ -750,6 +750,16 @@ def orientation_code(image: sitk.Image) -> str:
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
 
 
+def common_orientation(paths: Sequence[str | os.PathLike]) -> str:
+    """The axis orientation most of the image files ``paths`` are stored in (ties: the first seen), from headers."""
+    codes = [
+        sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(read_header(p).GetDirection()) for p in paths
+    ]
+    if not codes:
+        raise ValueError("common_orientation: no image files")
+    return max(dict.fromkeys(codes), key=codes.count)
+
+
 def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
     """``image`` with its voxel array permuted and flipped (no resampling) so that its axes are those of the DICOM
     code ``orientation``: the same physical image, with a direction matrix nearest to that code's."""

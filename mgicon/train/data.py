@@ -2,7 +2,9 @@
 
 Inputs are the ``preprocessed.csv`` of each dataset (network-shape volumes in [0, 1]) and the stage's pair lists.
 Inverted CT (``1-ct``) is ``1 − ct``.  In finetuning, datasets with ``roi_mask`` (lung-masked COPDGene) have their
-images multiplied by their mask.  Every draw of step ``k`` comes from a generator seeded by ``(seed, k)``, so a
+images multiplied by their mask.  With ``segmentations``/``loss_masks`` a batch also carries each side's label map
+(``network_label``) / mask (``network_mask``), for upstream 1.0.6's Dice term and masked similarity; every scan a
+pair list names must then have one.  Every draw of step ``k`` comes from a generator seeded by ``(seed, k)``, so a
 resumed run draws exactly what an uninterrupted one would.
 
 ``inputs_from_loss=True`` reproduces the Erratum's bug on purpose (Appendix B): the network inputs are overwritten by
@@ -36,6 +38,10 @@ class Batch:
     loss_A: torch.Tensor
     loss_B: torch.Tensor
     samples: list[Sample]
+    seg_A: torch.Tensor | None = None
+    seg_B: torch.Tensor | None = None
+    mask_A: torch.Tensor | None = None
+    mask_B: torch.Tensor | None = None
 
 
 class TrainingData:
@@ -52,8 +58,14 @@ class TrainingData:
         modalities: str = "all",
         seed: int = 0,
         inputs_from_loss: bool = False,
+        segmentations: bool = False,
+        loss_masks: bool = False,
     ):
+        """Raises:
+        ValueError: ``segmentations``/``loss_masks`` and a scan of a pair list without a label map / mask.
+        """
         self.stage, self.seed = stage, seed
+        self.segmentations, self.loss_masks = segmentations, loss_masks
         self.inputs_from_loss = inputs_from_loss
         self.rows: dict[tuple[str, Scan, str], dict[str, str]] = {}
         self.masked = {n for n in weights if stage == "finetune" and registry[n].roi_mask}
@@ -75,6 +87,15 @@ class TrainingData:
                 ((p["moving_subject"], p["moving_timepoint"]), (p["fixed_subject"], p["fixed_timepoint"]))
                 for p in read_csv(pair_lists[name])
             ]
+            wanted = [("network_label", "label map", "dice_loss_weight > 0")] if segmentations else []
+            wanted += [("network_mask", "mask", "loss_function_masking")] if loss_masks else []
+            for column, what, why in wanted:
+                for scan in sorted({scan for pair in pairs[name] for scan in pair}):
+                    if not any(self.rows[(name, scan, m)].get(column) for m in per_scan.get(scan, ())):
+                        raise ValueError(
+                            f"{preprocessed[name]}: scan {'/'.join(scan)} of dataset {name} has no {what}; "
+                            f"{why} needs one for every training scan"
+                        )
         randomized = {n: registry[n].label_randomization for n in weights}
         self.sampler = PairSampler(pairs, weights, scan_modalities, randomized, randomization, seed)
         self._cache: dict[tuple[str, Scan, str], torch.Tensor] = {}
@@ -93,6 +114,20 @@ class TrainingData:
             self._cache[key] = torch.from_numpy(array)[None]
         return self._cache[key]
 
+    def side_map(self, dataset: str, scan: Scan, column: str) -> torch.Tensor:
+        """The scan's label map (``network_label``) or mask (``network_mask``) on the network grid, ``(1, D, H, W)``
+        float (mask: 0/1), from the first of its modalities that names one."""
+        key = (dataset, scan, column)
+        if key not in self._cache:
+            path = next(
+                row[column] for (d, s, _), row in self.rows.items() if d == dataset and s == scan and row.get(column)
+            )
+            array = to_array(read_image(path)).astype(np.float32)
+            self._cache[key] = torch.from_numpy((array > 0).astype(np.float32) if column == "network_mask" else array)[
+                None
+            ]
+        return self._cache[key]
+
     def batch(self, step: int, size: int) -> Batch:
         """The ``size`` draws of training step ``step`` (a pure function of seed and step)."""
         self.sampler.rng = np.random.default_rng([self.seed, step])
@@ -105,10 +140,15 @@ class TrainingData:
                 [self.volume(s.dataset, s.moving if side == 0 else s.fixed, getattr(s, which)[side]) for s in samples]
             )
 
+        def maps(column: str, side: int) -> torch.Tensor:
+            return torch.stack([self.side_map(s.dataset, s.moving if side == 0 else s.fixed, column) for s in samples])
+
         return Batch(
             stack("input_modalities", 0),
             stack("input_modalities", 1),
             stack("loss_modalities", 0),
             stack("loss_modalities", 1),
             samples,
+            *((maps("network_label", 0), maps("network_label", 1)) if self.segmentations else (None, None)),
+            *((maps("network_mask", 0), maps("network_mask", 1)) if self.loss_masks else (None, None)),
         )

@@ -50,19 +50,30 @@ class FinetuneOptions:
     seed: int = _default("seed")
     device: str = _default("training.device")
     bf16: bool = _default("training.bf16")
+    dice_loss_weight: float = _default("variants.*.dice_loss_weight")
+    loss_function_masking: bool = _default("variants.*.loss_function_masking")
     pairing: str = "inter"
     roi_masking: bool = False
+    keep_orientation: bool = False
     input_shape: tuple[int, int, int] | None = None
     tracking_uri: str | None = None
     tracking: bool = True
 
 
-def own_datasets(manifests: Sequence[str | os.PathLike], pairing: str, roi_masking: bool) -> dict[str, dict]:
+def own_datasets(
+    manifests: Sequence[str | os.PathLike],
+    pairing: str,
+    roi_masking: bool,
+    needs: Sequence[tuple[str, str]] = (),
+) -> dict[str, dict]:
     """The ``datasets`` config entries of the manifests' datasets (finetune stage only) and their rows.
 
+    ``needs``: ``(column, why)`` pairs, a manifest column every ``split=train`` row must fill (``label`` for the Dice
+    term, ``mask`` for masking).
+
     Raises:
-        ManifestError: a manifest that cannot be read, names missing files, has no ``split=train`` scan, or a
-            dataset spread over two manifests.
+        ManifestError: a manifest that cannot be read, names missing files, has no ``split=train`` scan, lacks a
+            needed column value, or a dataset spread over two manifests.
     """
     if pairing not in PAIRINGS:
         raise ManifestError(f"--pairing {pairing}: not one of {', '.join(PAIRINGS)}")
@@ -79,6 +90,10 @@ def own_datasets(manifests: Sequence[str | os.PathLike], pairing: str, roi_maski
             if entry["manifest"] != manifest:
                 raise ManifestError(f"{manifest}: dataset {name} is also in {entry['manifest']}")
             entry["rows"].append({**row, "dataset": name})
+            for column, why in needs:
+                if row["split"] == "train" and not row.get(column):
+                    scan = f"{row['subject']}/{row['timepoint']}/{row['modality']}"
+                    raise ManifestError(f"{manifest}: split=train row {scan} has no {column}, which {why} needs")
     for name, entry in datasets.items():
         if not any(r["split"] == "train" for r in entry["rows"]):
             raise ManifestError(f"{entry['manifest']}: dataset {name} has no split=train image to finetune on")
@@ -100,12 +115,23 @@ def prepare_data(
     pairing: str,
     roi_masking: bool,
     seed: int,
+    needs: Sequence[tuple[str, str]] = (),
+    keep_orientation: bool = False,
 ) -> tuple[dict, dict[str, str], dict[str, str]]:
     """Preprocess the manifests' images to ``shape`` and write the finetuning pairs; returns the ``datasets``
     config, and each dataset's ``preprocessed.csv`` and pair list.  Skipped where a previous run (same manifest
-    file, grid and pairing) left them."""
+    file, grid, pairing and orientation) left them.
+
+    Every volume is brought to the axis orientation most of the images are stored in (as ``mgicon register``
+    brings the moving image to the fixed one's), so the network never learns mirrored or axis-swapped pairs;
+    ``keep_orientation`` keeps each as stored (upstream's raw arrays)."""
+    from mgicon.io.itk import common_orientation
+
     out_dir = Path(out_dir)
-    own = own_datasets(manifests, pairing, roi_masking)
+    own = own_datasets(manifests, pairing, roi_masking, needs)
+    orientation = None
+    if not keep_orientation:
+        orientation = common_orientation([r["image"] for e in own.values() for r in e["rows"]])
     config = {"seed": seed, "network": {"input_shape": list(shape)}, "datasets": {n: e["spec"] for n, e in own.items()}}
     preprocessed, pair_lists = {}, {}
     for name, entry in own.items():
@@ -119,13 +145,14 @@ def prepare_data(
                 "shape": list(shape),
                 "pairing": pairing,
                 "seed": seed,
+                "orientation": orientation,
             }
         )
         stamp_file, csv_path = folder / "prepared.json", folder / "preprocessed.csv"
         pairs = out_dir / "pairs" / f"{name}.csv"
         if not (stamp_file.is_file() and stamp_file.read_text(encoding="utf-8") == stamp and pairs.is_file()):
             write_manifest(entry["rows"], folder / "manifest.csv")
-            build_preprocessed(name, config, folder / "manifest.csv", csv_path)
+            build_preprocessed(name, config, folder / "manifest.csv", csv_path, orientation)
             build_pair_list(FINETUNE, name, config, csv_path, pairs)
             atomic_write_text(stamp_file, stamp)
         if not read_csv(pairs):
@@ -159,13 +186,24 @@ def finetune(
     source = load_checkpoint(source_path)
     shape = checkpoint_input_shape(source, options.input_shape)
     network = source["config"].replace(input_shape=shape).to_dict()
+    needs = [("label", "--dice-loss-weight > 0")] if options.dice_loss_weight > 0 else []
+    needs += [("mask", "--roi-masking")] if options.roi_masking else []
+    needs += [("mask", "--loss-function-masking")] if options.loss_function_masking else []
     datasets, preprocessed, pair_lists = prepare_data(
-        manifests, out_dir, shape, options.pairing, options.roi_masking, options.seed
+        manifests, out_dir, shape, options.pairing, options.roi_masking, options.seed, needs, options.keep_orientation
     )
     registry = load_registry(datasets)
     weights = stage_weights(registry, FINETUNE)
     data = TrainingData(
-        FINETUNE, registry, weights, preprocessed, pair_lists, randomization=options.randomization, seed=options.seed
+        FINETUNE,
+        registry,
+        weights,
+        preprocessed,
+        pair_lists,
+        randomization=options.randomization,
+        seed=options.seed,
+        segmentations=options.dice_loss_weight > 0,
+        loss_masks=options.loss_function_masking,
     )
     cfg = TrainConfig(
         network=network,
@@ -179,6 +217,8 @@ def finetune(
         seed=int(options.seed),
         bf16=bool(options.bf16),
         device=str(options.device),
+        dice_loss_weight=float(options.dice_loss_weight),
+        loss_function_masking=bool(options.loss_function_masking),
         init_from=str(source_path),
     )
     train_dir = out_dir / "train"

@@ -53,6 +53,8 @@ def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from:
         bf16=bool(training["bf16"]),
         channels_last=bool(training["channels_last"]),
         device=str(training["device"]),
+        dice_loss_weight=float(spec["dice_loss_weight"]),
+        loss_function_masking=bool(spec["loss_function_masking"]),
         init_from=init_from,
     )
 
@@ -86,6 +88,8 @@ def run_stage(
         modalities=spec["modalities"],
         seed=cfg.seed,
         inputs_from_loss=bool(spec["erratum"]),
+        segmentations=cfg.dice_loss_weight > 0,
+        loss_masks=cfg.loss_function_masking,
     )
     rank, _ = _rank_world()
     tracker = None

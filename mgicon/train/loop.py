@@ -1,5 +1,9 @@
 """The GradICON training loop: Eq. (3)/(4), Adam, two-stage schedule and finetuning, resumable, optionally DDP.
 
+Optional terms of upstream 1.0.6's finetuning: ``loss_function_masking`` restricts ``sim(A∘Φ_AB, B)`` to B's mask
+and ``sim(B∘Φ_BA, A)`` to A's; ``dice_loss_weight`` w adds ``w·(Dice(S_A∘Φ_AB, S_B) + Dice(S_B∘Φ_BA, S_A))``, the
+soft Dice losses of the label maps' shared classes (:func:`mgicon.losses.label_dice_loss`).
+
 The config schema's defaults are upstream's hyperparameters (Adam lr 5e-5, λ = 1.5, 4 pairs per device, BatchNorm
 in training mode).
 A global batch is split into micro-batches of ``device_batch`` pairs; a single process runs them one after the other
@@ -26,7 +30,14 @@ import torch
 from torch import nn
 
 from mgicon.config import schema_default
-from mgicon.losses import GRADICON_LAMBDA, get_similarity, gradicon_noise, objective_from_maps
+from mgicon.losses import (
+    GRADICON_LAMBDA,
+    get_similarity,
+    gradicon_noise,
+    label_dice_loss,
+    objective_from_maps,
+    shared_one_hot,
+)
 from mgicon.maps import DisplacementChain
 from mgicon.metrics import negative_jacobian_percent
 from mgicon.network.checkpoint import atomic_torch_save, load_checkpoint
@@ -64,6 +75,8 @@ class TrainConfig:
     bf16: bool = _schema("bf16")
     channels_last: bool = _schema("channels_last")
     device: str = _schema("device")
+    dice_loss_weight: float = field(default_factory=lambda: schema_default("variants.*.dice_loss_weight"))
+    loss_function_masking: bool = field(default_factory=lambda: schema_default("variants.*.loss_function_masking"))
     init_from: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -122,15 +135,29 @@ def train_step(
     if chunks % world:
         raise ValueError(f"batch {cfg.batch_size} in micro-batches of {micro} does not split over {world} processes")
     batch = data.batch(step, cfg.batch_size)
-    side_A = torch.cat([batch.input_A, batch.loss_A], dim=1)
-    side_B = torch.cat([batch.input_B, batch.loss_B], dim=1)
+    # per side: network input, loss image, then the loss mask and the one-hot label maps when asked for; an
+    # augmentation moves all of a side's channels together
+    side_A, side_B = [batch.input_A, batch.loss_A], [batch.input_B, batch.loss_B]
+    masked = cfg.loss_function_masking
+    if masked:
+        side_A.append(batch.mask_A)
+        side_B.append(batch.mask_B)
+    valid = None
+    if cfg.dice_loss_weight > 0:
+        one_A, one_B, valid = shared_one_hot(batch.seg_A, batch.seg_B)
+        side_A.append(one_A)
+        side_B.append(one_B)
+    side_A, side_B = torch.cat(side_A, dim=1), torch.cat(side_B, dim=1)
     if cfg.augment:
         side_A, side_B = augment_pair(side_A, side_B, _seeded(cfg.seed, step, 1), cfg.affine_std, cfg.axis_permutation)
+    labels_from = 3 if masked else 2
     shape = tuple(side_A.shape[2:])
     similarity = get_similarity(cfg.similarity, cfg.lncc_sigma)
     mine = list(range(rank, chunks, world))
     optimizer.zero_grad(set_to_none=True)
     totals = {"total": 0.0, "similarity": 0.0, "gradicon": 0.0, "folds_percent": 0.0}
+    if valid is not None:
+        totals["dice"] = 0.0
     for c in mine:
         part = slice(c * micro, (c + 1) * micro)
         a, b = side_A[part].to(device), side_B[part].to(device)
@@ -146,10 +173,19 @@ def train_step(
             cfg.lmbda,
             loss_A=a[:, 1:2],
             loss_B=b[:, 1:2],
+            mask_A=(a[:, 2:3] > 0.5).float() if masked else None,
+            mask_B=(b[:, 2:3] > 0.5).float() if masked else None,
             noise=noise,
         )
-        (terms.total / len(mine)).backward()
-        totals["total"] += terms.total.item() / len(mine)
+        total = terms.total
+        if valid is not None:
+            dice = label_dice_loss(
+                terms.phi_AB, terms.phi_BA, a[:, labels_from:], b[:, labels_from:], valid[part].to(device)
+            )
+            total = total + cfg.dice_loss_weight * dice
+            totals["dice"] += dice.item() / len(mine)
+        (total / len(mine)).backward()
+        totals["total"] += total.item() / len(mine)
         totals["similarity"] += terms.similarity.item() / len(mine)
         totals["gradicon"] += terms.gradicon.item() / len(mine)
         totals["folds_percent"] += negative_jacobian_percent(terms.phi_BA) / len(mine)

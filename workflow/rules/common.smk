@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from mgicon.config import ConfigError, resolve
+from mgicon.config import ConfigError, JobParams, resolve
 from mgicon.data.registry import in_stage, load_registry
 from mgicon.vocabulary import (
     BASELINES as BASELINE_METHODS,
@@ -51,30 +51,33 @@ def used_stages():
     return [stage for stage in DATA_STAGES if datasets_in(stage)]
 
 
+def config_slice(*keys, **parts):
+    """A job's params: the config's ``keys`` and the given ``parts``, compared by Snakemake whatever their order."""
+    return JobParams({**{k: config.get(k) for k in keys}, **parts})
+
+
 def data_params(name):
     """The part of the config a dataset's data jobs depend on (so that, e.g., training settings don't rerun them)."""
-    keys = ("seed", "resources", "network", "synthetic")
-    return {
-        **{k: config.get(k) for k in keys},
-        "datasets": {name: config["datasets"][name]},
-    }
+    return config_slice(
+        "seed",
+        "resources",
+        "network",
+        "synthetic",
+        datasets={name: config["datasets"][name]},
+    )
 
 
 def stage_params(stage):
     """The part of the config a stage's pair lists depend on (weights use every dataset of the stage)."""
-    return {
-        "seed": config["seed"],
-        "datasets": {n: config["datasets"][n] for n in datasets_in(stage)},
-    }
+    return config_slice(
+        "seed", datasets={n: config["datasets"][n] for n in datasets_in(stage)}
+    )
 
 
 def train_params(variant):
     """The part of the config a variant's training jobs depend on."""
     keys = ("seed", "results", "network", "training", "tracking", "datasets")
-    return {
-        **{k: config.get(k) for k in keys},
-        "variants": {variant: VARIANTS[variant]},
-    }
+    return config_slice(*keys, variants={variant: VARIANTS[variant]})
 
 
 def preprocessed_csv(name):
@@ -220,7 +223,7 @@ def eval_params(method):
     }
     if network:
         params["network"] = config["network"]
-    return params
+    return JobParams(params)
 
 
 def eval_inputs(wildcards):
@@ -315,12 +318,12 @@ def learn2reg_params(dataset):
     """What a submission depends on: the dataset's source, the method's weights and the IO settings."""
     method = learn2reg_method()
     keys = ("io_iterations", "io_lr", "device", "bf16")
-    return {
-        "seed": config["seed"],
-        "resources": config["resources"],
-        "source": config["datasets"][dataset]["source"],
-        "method": method,
-        "released": RELEASED.get(method),
-        "io": LEARN2REG["io"],
-        "evaluation": {k: EVALUATION[k] for k in keys},
-    }
+    return config_slice(
+        "seed",
+        "resources",
+        source=config["datasets"][dataset]["source"],
+        method=method,
+        released=RELEASED.get(method),
+        io=LEARN2REG["io"],
+        evaluation={k: EVALUATION[k] for k in keys},
+    )

@@ -13,7 +13,7 @@ rule mlflow_experiment:
     conda:
         "../envs/mgicon.yaml"
     params:
-        config=lambda w: {k: config.get(k) for k in ("results", "tracking")},
+        config=lambda w: config_slice("results", "tracking"),
     script:
         "../scripts/mlflow_experiment.py"
 

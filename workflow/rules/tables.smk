@@ -37,9 +37,7 @@ rule tables:
     conda:
         "../envs/mgicon.yaml"
     params:
-        config=lambda w: {
-            k: config.get(k) for k in ("seed", "datasets", "variants", "evaluation")
-        },
+        config=lambda w: config_slice("seed", "datasets", "variants", "evaluation"),
         out_dir=lambda w, output: os.path.dirname(output.summary),
     script:
         "../scripts/tables.py"
@@ -61,9 +59,7 @@ rule claims:
     conda:
         "../envs/mgicon.yaml"
     params:
-        config=lambda w: {
-            k: config.get(k) for k in ("seed", "datasets", "variants", "evaluation")
-        },
+        config=lambda w: config_slice("seed", "datasets", "variants", "evaluation"),
     script:
         "../scripts/claims.py"
 
@@ -90,10 +86,9 @@ rule figure_panels:
         "../envs/mgicon.yaml"
     params:
         methods=figure_methods(),
-        config=lambda w: {
-            "datasets": {w.dataset: config["datasets"][w.dataset]},
-            "evaluation": EVALUATION,
-        },
+        config=lambda w: config_slice(
+            datasets={w.dataset: config["datasets"][w.dataset]}, evaluation=EVALUATION
+        ),
     script:
         "../scripts/figure_panels.py"
 
@@ -136,16 +131,8 @@ rule summary:
     conda:
         "../envs/mgicon.yaml"
     params:
-        config=lambda w: {
-            k: config.get(k)
-            for k in (
-                "seed",
-                "results",
-                "tracking",
-                "datasets",
-                "variants",
-                "evaluation",
-            )
-        },
+        config=lambda w: config_slice(
+            "seed", "results", "tracking", "datasets", "variants", "evaluation"
+        ),
     script:
         "../scripts/summary.py"
