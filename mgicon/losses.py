@@ -260,9 +260,9 @@ def soft_dice_loss(
         return 1.0 - dice.mean()
     valid = valid.to(dice.dtype)
     counts = valid.sum(dim=1)
-    if not bool((counts > 0).any()):
-        return pred.sum() * 0.0
     has = counts > 0
+    if not bool(has.any()):
+        return pred.sum() * 0.0
     return (((1.0 - dice) * valid).sum(dim=1)[has] / counts[has]).mean()
 
 

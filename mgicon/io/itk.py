@@ -745,16 +745,15 @@ def same_geometry(a: str | os.PathLike, b: str | os.PathLike, tol: float = 1e-4)
 DISPLAY_ORIENTATION = "LPS"
 
 
-def orientation_code(image: sitk.Image) -> str:
-    """The three-letter DICOM orientation code nearest to ``image``'s direction matrix (e.g. ``"LPS"``)."""
+def orientation_code(image: sitk.Image | sitk.ImageFileReader) -> str:
+    """The three-letter DICOM orientation code nearest to ``image``'s direction matrix (e.g. ``"LPS"``); a header
+    (:func:`read_header`) will do."""
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
 
 
 def common_orientation(paths: Sequence[str | os.PathLike]) -> str:
     """The axis orientation most of the image files ``paths`` are stored in (ties: the first seen), from headers."""
-    codes = [
-        sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(read_header(p).GetDirection()) for p in paths
-    ]
+    codes = [orientation_code(read_header(p)) for p in paths]
     if not codes:
         raise ValueError("common_orientation: no image files")
     return max(dict.fromkeys(codes), key=codes.count)

@@ -68,6 +68,7 @@ class TrainingData:
         self.segmentations, self.loss_masks = segmentations, loss_masks
         self.inputs_from_loss = inputs_from_loss
         self.rows: dict[tuple[str, Scan, str], dict[str, str]] = {}
+        self._map_paths: dict[tuple[str, Scan, str], str] = {}  # (dataset, scan, network_label/_mask) → file
         self.masked = {n for n in weights if stage == "finetune" and registry[n].roi_mask}
         scan_modalities: dict[str, dict[Scan, tuple[str, ...]]] = {}
         pairs: dict[str, list[tuple[Scan, Scan]]] = {}
@@ -91,11 +92,13 @@ class TrainingData:
             wanted += [("network_mask", "mask", "loss_function_masking")] if loss_masks else []
             for column, what, why in wanted:
                 for scan in sorted({scan for pair in pairs[name] for scan in pair}):
-                    if not any(self.rows[(name, scan, m)].get(column) for m in per_scan.get(scan, ())):
+                    named = [self.rows[(name, scan, m)].get(column) for m in per_scan.get(scan, ())]
+                    if not any(named):
                         raise ValueError(
                             f"{preprocessed[name]}: scan {'/'.join(scan)} of dataset {name} has no {what}; "
                             f"{why} needs one for every training scan"
                         )
+                    self._map_paths[(name, scan, column)] = next(path for path in named if path)
         randomized = {n: registry[n].label_randomization for n in weights}
         self.sampler = PairSampler(pairs, weights, scan_modalities, randomized, randomization, seed)
         self._cache: dict[tuple[str, Scan, str], torch.Tensor] = {}
@@ -119,13 +122,10 @@ class TrainingData:
         float (mask: 0/1), from the first of its modalities that names one."""
         key = (dataset, scan, column)
         if key not in self._cache:
-            path = next(
-                row[column] for (d, s, _), row in self.rows.items() if d == dataset and s == scan and row.get(column)
-            )
-            array = to_array(read_image(path)).astype(np.float32)
-            self._cache[key] = torch.from_numpy((array > 0).astype(np.float32) if column == "network_mask" else array)[
-                None
-            ]
+            array = to_array(read_image(self._map_paths[key])).astype(np.float32)
+            if column == "network_mask":
+                array = (array > 0).astype(np.float32)
+            self._cache[key] = torch.from_numpy(array)[None]
         return self._cache[key]
 
     def batch(self, step: int, size: int) -> Batch:
