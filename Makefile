@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 pipeline: setup
-	$(VENV)/bin/snakemake --cores 2 --rerun-incomplete
+	$(VENV)/bin/snakemake
 	$(VENV)/bin/snakemake --report results/report.html
 
 test: setup
