@@ -12,18 +12,36 @@ Conventions (every module of mgicon follows them; they are upstream icon_registr
 * ``phi_AB`` registers moving image A to fixed image B: ``A ∘ phi_AB ≈ B``, i.e. the warped moving image is A
   sampled at ``phi_AB(x)`` for the fixed-grid points ``x``.
 * Interpolation is trilinear; outside the image the value of the nearest border voxel is used ("border") unless a
-  caller asks for zeros.
+  caller asks for zeros.  On the CPU, 3-D sampling runs :mod:`mgicon.trilinear`'s kernels (the same function as
+  ``F.grid_sample``, faster); :func:`native_sampling` switches to PyTorch's kernel.
 
 Physical units (mm, spacing, direction) never appear here: :mod:`mgicon.io` converts.
 """
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from mgicon import trilinear
+
+_use_kernel = True  # mgicon.trilinear for 3-D CPU sampling, resize for regular grids (see native_sampling)
+
+
+@contextlib.contextmanager
+def native_sampling() -> Iterator[None]:
+    """Within the block every sampling goes through ``F.grid_sample``, as before :mod:`mgicon.trilinear` and
+    :func:`resize` existed (benchmarks compare the two; the values agree to float rounding)."""
+    global _use_kernel
+    previous, _use_kernel = _use_kernel, False
+    try:
+        yield
+    finally:
+        _use_kernel = previous
 
 
 @lru_cache(maxsize=32)
@@ -56,14 +74,28 @@ def interpolate(
     (trilinear in 3-D) or ``"nearest"``.
     """
     if coordinates.shape[0] != image.shape[0]:
-        if coordinates.shape[0] == 1:
-            coordinates = coordinates.expand(image.shape[0], *coordinates.shape[1:])
-        elif image.shape[0] == 1:
+        if image.shape[0] == 1:
             image = image.expand(coordinates.shape[0], *image.shape[1:])
-        else:
+        elif coordinates.shape[0] != 1:
             raise ValueError(f"batch sizes differ: image {image.shape[0]}, coordinates {coordinates.shape[0]}")
+    if mode == "bilinear" and _use_kernel and trilinear.supports(image, coordinates):
+        return trilinear.sample(image, coordinates, padding)
+    if coordinates.shape[0] != image.shape[0]:
+        coordinates = coordinates.expand(image.shape[0], *coordinates.shape[1:])
     grid = _to_grid_sample(coordinates).to(image.dtype)
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=True)
+
+
+def resize(field: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``field`` (B, C, *spatial) sampled at the identity grid of ``shape``, ``interpolate(field,
+    identity_grid(shape))``, computed as a trilinear resize with aligned corners (no coordinates, much cheaper);
+    ``field`` itself when its grid is ``shape``."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(field.shape[2:]) == shape:
+        return field
+    if not _use_kernel:
+        return interpolate(field, identity_grid(shape, field.device, field.dtype))
+    return F.interpolate(field, size=shape, mode="trilinear" if len(shape) == 3 else "bilinear", align_corners=True)
 
 
 def warp(image: torch.Tensor, phi: torch.Tensor, zero_boundary: bool = False) -> torch.Tensor:
@@ -99,18 +131,13 @@ class DisplacementChain:
     def on_grid(self, shape: Sequence[int] | None = None) -> torch.Tensor:
         """Evaluate the map on the identity grid of ``shape`` (default: the first field's grid).
 
-        On its own grid the first field needs no interpolation: it is added to the identity directly.
+        The first field is sampled on a regular grid: on its own grid it is added to the identity directly, on
+        another it is resized (trilinear with aligned corners: the values sampling at the identity gives).
         """
         first = self.fields[0]
         shape = tuple(first.shape[2:]) if shape is None else tuple(shape)
-        identity = identity_grid(shape, first.device, first.dtype)
-        if tuple(first.shape[2:]) == shape:
-            x = identity + first
-            rest = self.fields[1:]
-        else:
-            x = identity
-            rest = self.fields
-        for field in rest:
+        x = identity_grid(shape, first.device, first.dtype) + resize(first, shape)
+        for field in self.fields[1:]:
             x = x + interpolate(field, x)
         return x
 

@@ -86,7 +86,8 @@ def jacobian_determinant_grid(phi: torch.Tensor) -> torch.Tensor:
     a = corner - phi[:, :, :-1, 1:, 1:]
     b = corner - phi[:, :, 1:, :-1, 1:]
     c = corner - phi[:, :, 1:, 1:, :-1]
-    return (torch.linalg.cross(a, b, dim=1) * c).sum(dim=1)
+    (a0, a1, a2), (b0, b1, b2), (c0, c1, c2) = a.unbind(1), b.unbind(1), c.unbind(1)
+    return (a1 * b2 - a2 * b1) * c0 + (a2 * b0 - a0 * b2) * c1 + (a0 * b1 - a1 * b0) * c2  # (a × b) · c
 
 
 def negative_jacobian_percent(phi: torch.Tensor) -> float:
@@ -119,7 +120,12 @@ def jacobian_determinant_physical(
             grad[..., i, k] = g
     if direction is not None:
         grad = grad @ np.asarray(direction, dtype=np.float64).reshape(3, 3).T
-    return np.linalg.det(grad + np.eye(3))
+    m = grad + np.eye(3)
+    return (  # the 3×3 determinant by cofactors: the value np.linalg.det gives, without its per-matrix LU
+        m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
+        - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
+        + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0])
+    )
 
 
 def negative_jacobian_percent_physical(

@@ -14,7 +14,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from mgicon.config import schema_default, setting
 from mgicon.fsutil import atomic_write_text
@@ -160,6 +160,21 @@ def ensure_experiment(config: Mapping[str, Any]) -> dict[str, str]:
 
     experiment_id = _experiment_id(MlflowClient(tracking_uri=uri), name, results / "mlartifacts")
     return {"experiment_id": str(experiment_id), "name": name, "tracking_uri": uri}
+
+
+def metric_history(uri: str, run_id: str, keys: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+    """Every logged value of each of ``keys`` in the run: ``{key: [(step, value), ...]}`` by step (keys the run
+    never logged are left out)."""
+    check_reachable(uri)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    out = {}
+    for key in keys:
+        values = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        if values:
+            out[key] = values
+    return out
 
 
 class NullTracker:

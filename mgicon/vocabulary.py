@@ -83,6 +83,9 @@ STAGE1, STAGE2 = "stage1", "stage2"
 TRAINING_STAGES: tuple[str, ...] = (STAGE1, STAGE2, FINETUNE)
 #: training stage → the data stage whose pairs it trains on
 STAGE_DATA: dict[str, str] = {STAGE1: PRETRAIN, STAGE2: PRETRAIN, FINETUNE: FINETUNE}
+#: the objective's terms a training job logs every step (MLflow metric names), and how the figures label them
+SIMILARITY_TERM, GRADICON_TERM = "similarity", "gradicon"
+TRAINING_TERMS: dict[str, str] = {SIMILARITY_TERM: "similarity loss", GRADICON_TERM: "GradICON term"}
 
 # ---------------------------------------------------------------------------------------- tables, data, pairs
 

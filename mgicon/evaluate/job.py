@@ -80,9 +80,13 @@ def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.Pa
     )
 
 
-def pair_cap(config: Mapping[str, Any], io: str) -> int | None:
-    """Test pairs per modality pair: ``max_pairs``, or ``io_max_pairs`` under IO when set (IO costs far more)."""
+def pair_cap(config: Mapping[str, Any], io: str, kind: str | None = None) -> int | None:
+    """Test pairs per modality pair: ``max_pairs``, or ``io_max_pairs`` under IO when set (IO costs far more), or
+    ``syn.max_pairs`` for SyN (``kind``) when set (seconds a pair on a CPU, where a network takes a fraction)."""
     io_cap = setting(config, "evaluation.io_max_pairs")
+    syn_cap = setting(config, "evaluation.syn.max_pairs")
+    if kind == SYN and syn_cap is not None:
+        return int(syn_cap)
     if io != NOIO and io_cap is not None:
         return int(io_cap)
     return setting(config, "evaluation.max_pairs")
@@ -119,7 +123,7 @@ def run_evaluation(
         "io": io,
         "datasets": sorted(datasets),
         "fingerprint": built.fingerprint,
-        "max_pairs": pair_cap(config, io),
+        "max_pairs": pair_cap(config, io, built.kind),
     }
     if built.kind == "network":
         params.update(checkpoint=str(built.checkpoint), io_iterations=built.io_iterations, io_lr=built.io_lr)
@@ -130,7 +134,7 @@ def run_evaluation(
     try:
         for name, files in datasets.items():
             spec = registry[name]
-            pairs = select_pairs(read_records(files.pairs_csv, PairRecord), spec, pair_cap(config, io))
+            pairs = select_pairs(read_records(files.pairs_csv, PairRecord), spec, pair_cap(config, io, built.kind))
             log(f"{method} / {io} / {name}: {len(pairs)} pairs")
             scans = parse_rows(read_preprocessed(files.preprocessed_csv), ScanRecord, files.preprocessed_csv)
             rows = evaluate_pairs(built, io, spec, pairs, scans, files.out_csv, files.example_out, log)

@@ -106,9 +106,8 @@ def evaluate_pairs(
             itkio.write_transform(result.transform, example_out)
         fixed_image = itkio.read_image(fixed.image)
         scores = score(result.transform, fixed, moving, fixed_image, labels)
-        initial = score(
-            identity.register(moving, fixed, pair.masked, NOIO).transform, fixed, moving, fixed_image, labels
-        )
+        unregistered = identity.register(moving, fixed, pair.masked, NOIO).transform
+        initial = score(unregistered, fixed, moving, fixed_image, labels, folds=False)
         record = EvalRecord(
             method.name,
             io,

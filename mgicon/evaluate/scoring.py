@@ -66,14 +66,18 @@ def score(
     moving: ScanRecord,
     fixed_image=None,
     labels: Sequence[int] | None = None,
+    folds: bool = True,
 ) -> Scores:
-    """Every score the scans allow: Dice when both have label maps, mTRE when both have landmarks, and the fold
-    percentage on the fixed image's grid (``fixed_image``, read from ``fixed.image`` if not given)."""
+    """Every score the scans allow: Dice when both have label maps, mTRE when both have landmarks, and (unless not
+    ``folds``) the fold percentage on the fixed image's grid (``fixed_image``, read from ``fixed.image`` if not
+    given)."""
     dice = mtre = None
     if fixed.label and moving.label:
         dice = pair_dice(transform, fixed.label, moving.label, labels)
     if fixed.landmarks and moving.landmarks:
         mtre = pair_mtre(transform, fixed.landmarks, moving.landmarks)
+    if not folds:
+        return Scores(dice, mtre, None)
     if fixed_image is None:
         fixed_image = itkio.read_image(fixed.image)
     return Scores(dice, mtre, pair_negative_jacobian(transform, fixed_image))

@@ -73,7 +73,7 @@ class UNet(nn.Module):
             skip = skips[d]
             x = x[:, :, : skip.shape[2], : skip.shape[3], : skip.shape[4]]
             x = torch.cat([x, skip], dim=1)
-        return self.lastConv(x) / 10
+        return (self.lastConv(x) / 10).contiguous()  # the field in the layout every sampling of it wants
 
 
 def min_unet_size(levels: int) -> int:

@@ -1,4 +1,5 @@
-"""Figures: qualitative registration panels (the paper's Fig. 1–2) and bar charts of a table's summary.
+"""Figures: qualitative registration panels (the paper's Fig. 1–2), bar charts of a table's summary, and the
+training curves of the variants.
 
 Conventions (stated once here):
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -42,7 +44,7 @@ from mgicon.io.itk import (
     to_array,
     warp_image,
 )
-from mgicon.vocabulary import IO_SETTINGS, METRIC_LABELS, NEGATIVE_JACOBIAN, is_fold
+from mgicon.vocabulary import IO_SETTINGS, METRIC_LABELS, NEGATIVE_JACOBIAN, TRAINING_STAGES, TRAINING_TERMS, is_fold
 
 if TYPE_CHECKING:  # type hints only; SimpleITK calls live in mgicon.io.itk
     import SimpleITK as sitk
@@ -361,4 +363,84 @@ def summary_plot(summary_rows: Iterable[Mapping[str, Any]], path: str | os.PathL
         fontsize=8,
         frameon=False,
     )
+    return _save(fig, path)
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (shorter at the start)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    n = np.arange(1, len(values) + 1)
+    lo = np.maximum(n - window, 0)
+    return (sums[n] - sums[lo]) / (n - lo)
+
+
+@dataclass(frozen=True)
+class CurveLine:
+    """One stage of one variant's curve of one objective term: steps on the shared axis, values, trailing mean."""
+
+    variant: str
+    term: str
+    stage: str
+    steps: np.ndarray
+    values: np.ndarray
+    smoothed: np.ndarray
+
+
+def curve_lines(
+    curves: Mapping[str, Mapping[str, Mapping[str, Iterable[tuple[int, float]]]]],
+    offsets: Mapping[str, int] | None = None,
+    window: int = 10,
+) -> list[CurveLine]:
+    """The lines of :func:`training_curves`: for every variant, term and stage (``curves[variant][stage][term] =
+    [(step, value), ...]``), the stages of a variant one after the other in the order of
+    :data:`~mgicon.vocabulary.TRAINING_STAGES`, starting at ``offsets[variant]`` (default 0)."""
+    offsets = offsets or {}
+    lines = []
+    for variant, stages in curves.items():
+        for term in TRAINING_TERMS:
+            start = offsets.get(variant, 0)
+            for stage in [s for s in TRAINING_STAGES if s in stages]:
+                points = np.asarray(list(stages[stage].get(term, ())), dtype=float).reshape(-1, 2)
+                if not len(points):
+                    continue
+                steps = points[:, 0] + start
+                lines.append(
+                    CurveLine(variant, term, stage, steps, points[:, 1], _moving_average(points[:, 1], window))
+                )
+                start = int(steps[-1]) + 1
+    return lines
+
+
+def training_curves(
+    curves: Mapping[str, Mapping[str, Mapping[str, Iterable[tuple[int, float]]]]],
+    path: str | os.PathLike,
+    offsets: Mapping[str, int] | None = None,
+    window: int = 10,
+) -> Path:
+    """The objective's terms over training (:func:`curve_lines`): one panel per term of
+    :data:`~mgicon.vocabulary.TRAINING_TERMS`, one colour per variant, the trailing mean over ``window`` steps bold
+    and the raw values faint, a dotted line where a stage starts.  Written atomically; returns ``path``."""
+    from matplotlib.figure import Figure
+
+    lines = curve_lines(curves, offsets, window)
+    if not lines:
+        raise ValueError("training_curves: no variant logged any training step")
+    variants = list(dict.fromkeys(line.variant for line in lines))
+    fig = Figure(figsize=(6.4 * len(TRAINING_TERMS), 4.2), dpi=DPI, layout="constrained")
+    axes = dict(zip(TRAINING_TERMS, fig.subplots(1, len(TRAINING_TERMS), squeeze=False).ravel()))
+    labelled = set()
+    for line in lines:
+        ax, colour = axes[line.term], f"C{variants.index(line.variant) % 10}"
+        ax.plot(line.steps, line.values, color=colour, alpha=0.2, linewidth=0.6)
+        label = None if (line.variant, line.term) in labelled else line.variant
+        labelled.add((line.variant, line.term))
+        ax.plot(line.steps, line.smoothed, color=colour, linewidth=1.4, label=label)
+        if line.steps[0] > 0:
+            ax.axvline(line.steps[0], color=colour, linestyle=":", linewidth=0.8)
+    for term, ax in axes.items():
+        ax.set_xlabel("training step", fontsize=9)
+        ax.set_ylabel(TRAINING_TERMS[term], fontsize=9)
+        ax.set_title(TRAINING_TERMS[term], fontsize=10)
+        ax.tick_params(labelsize=8)
+    next(iter(axes.values())).legend(fontsize=8, frameon=False)
     return _save(fig, path)

@@ -47,6 +47,7 @@ from mgicon.network.presets import NetworkConfig, network_config
 from mgicon.network.unet import UNet
 from mgicon.train.augment import augment_pair
 from mgicon.train.data import TrainingData
+from mgicon.vocabulary import GRADICON_TERM, SIMILARITY_TERM
 
 
 def _schema(key: str):
@@ -155,7 +156,7 @@ def train_step(
     similarity = get_similarity(cfg.similarity, cfg.lncc_sigma)
     mine = list(range(rank, chunks, world))
     optimizer.zero_grad(set_to_none=True)
-    totals = {"total": 0.0, "similarity": 0.0, "gradicon": 0.0, "folds_percent": 0.0}
+    totals = {"total": 0.0, SIMILARITY_TERM: 0.0, GRADICON_TERM: 0.0, "folds_percent": 0.0}
     if valid is not None:
         totals["dice"] = 0.0
     for c in mine:
@@ -186,8 +187,8 @@ def train_step(
             totals["dice"] += dice.item() / len(mine)
         (total / len(mine)).backward()
         totals["total"] += total.item() / len(mine)
-        totals["similarity"] += terms.similarity.item() / len(mine)
-        totals["gradicon"] += terms.gradicon.item() / len(mine)
+        totals[SIMILARITY_TERM] += terms.similarity.item() / len(mine)
+        totals[GRADICON_TERM] += terms.gradicon.item() / len(mine)
         totals["folds_percent"] += negative_jacobian_percent(terms.phi_BA) / len(mine)
     optimizer.step()
     totals["samples"] = batch.samples

@@ -263,9 +263,12 @@ def table_targets():
 def figure_targets():
     if not eval_targets() or not EVALUATION.get("figures", True):
         return []
-    return [f"{RESULTS}/figures/{name}.png" for name in test_datasets()] + [
-        f"{RESULTS}/figures/table{n}.png" for n in table_numbers()
-    ]
+    curves = [f"{RESULTS}/figures/training.png"] if VARIANTS else []
+    return (
+        [f"{RESULTS}/figures/{name}.png" for name in test_datasets()]
+        + [f"{RESULTS}/figures/table{n}.png" for n in table_numbers()]
+        + curves
+    )
 
 
 def figure_methods():

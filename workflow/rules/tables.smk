@@ -136,3 +136,24 @@ rule summary:
         ),
     script:
         "../scripts/summary.py"
+
+
+rule training_curves:
+    input:
+        runs=[f"{RESULTS}/models/{v}/mlflow_run.json" for v in VARIANTS],
+    output:
+        report(
+            f"{RESULTS}/figures/training.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/training.log",
+    conda:
+        "../envs/mgicon.yaml"
+    params:
+        variants=list(VARIANTS),
+        config=lambda w: config_slice("variants", "training"),
+    script:
+        "../scripts/training_curves.py"
