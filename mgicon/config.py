@@ -1,16 +1,19 @@
 """The pipeline configuration: one schema, every default in it, every mistake caught before any job runs.
 
 ``config.schema.yaml`` (beside this module; ``workflow/schemas/config.schema.yaml`` links to it) is the single
-source of every default.  :func:`resolve` turns a user's config into the complete one that every job reads:
+source of every default (but the synthetic suite's own parameter table, :data:`mgicon.data.synthetic.DEFAULTS`,
+that the ``synthetic`` key overrides).  :func:`resolve` turns a user's config into the complete one that every
+job reads:
 
 1. unknown keys are rejected at every level (an object of the schema that lists ``properties`` is closed unless
    it says ``additionalProperties``), with the closest known key as a hint;
 2. every default is filled in, nested ones too (``training: {steps: {stage1: 5}}`` keeps ``stage2``'s default);
 3. the result is validated against the schema (types, enums, bounds);
 4. what a schema cannot say is cross-checked: the network's input shape against its preset, names that must
-   exist (variants' datasets, ``finetune_from``, table column orders), modality pairs against the dataset's
-   modalities, the synthetic suite's settings, readable manifests (columns, ``split`` values, label maps on their
-   image's grid) and released checkpoints (present, or downloadable) when they are needed.
+   exist (variants' datasets, ``finetune_from``, table column orders, ``learn2reg``'s Learn2Reg datasets and
+   method), modality pairs against the dataset's modalities, the synthetic suite's settings, readable manifests
+   (columns, ``split`` values, label maps on their image's grid) and released checkpoints (present, or
+   downloadable) when they are needed.
 
 Errors are :class:`ConfigError`: one line, ``FILE: key.path: problem``.  Library code never restates a default:
 it reads the resolved config, or :func:`schema_default` where it has no config (the command line).
@@ -215,6 +218,7 @@ def _cross_check(config: dict[str, Any], check_files: bool) -> None:
     _check_synthetic(config)
     _check_variants(config, check_files)
     _check_evaluation(config, check_files)
+    _check_learn2reg(config)
 
 
 def _check_network(config: Mapping[str, Any]) -> None:
@@ -390,3 +394,37 @@ def _check_released(key: str, model: str) -> None:
             f"the released {model} weights are not in {weights.released_path(model)} and {parsed.hostname} cannot "
             f"be reached ({exc.__class__.__name__}); download {url} there where the internet is reachable",
         ) from None
+
+
+def learn2reg_method(config: Mapping[str, Any]) -> str | None:
+    """The network method whose fields the Learn2Reg submissions hold: ``learn2reg.method``, else the first variant,
+    else the first released method (None: there is none)."""
+    return config["learn2reg"]["method"] or next(iter([*config["variants"], *config["evaluation"]["released"]]), None)
+
+
+def _check_learn2reg(config: Mapping[str, Any]) -> None:
+    """Learn2Reg submissions of datasets of the config that are read from a Learn2Reg json, by a network method."""
+    names = config["learn2reg"]["datasets"]
+    if not names:
+        return
+    for i, name in enumerate(names):
+        spec = config["datasets"].get(name)
+        if spec is None:
+            raise ConfigError(f"learn2reg.datasets.{i}", f"{name!r} is not a dataset of the config")
+        from mgicon.data.adapters import is_learn2reg_source
+
+        if not is_learn2reg_source(spec["source"]):
+            raise ConfigError(
+                f"learn2reg.datasets.{i}",
+                f"{name!r} is not read from a Learn2Reg json (datasets.{name}.source: kind learn2reg, or a "
+                "learn2reg layout)",
+            )
+    method = learn2reg_method(config)
+    if method not in config["variants"] and method not in config["evaluation"]["released"]:
+        raise ConfigError("learn2reg.method", f"{method!r} is not a variant or an evaluation.released method")
+
+
+def syn_threads(deterministic: bool, threads: int | None, available: int | None = None) -> int | None:
+    """The ITK threads of a SyN run (``evaluation.syn``): 1 when ``deterministic`` (ANTs' results depend on the
+    thread count), else ``threads``, else ``available`` (a job's threads; None: ANTs' own default)."""
+    return 1 if deterministic else (threads or available)

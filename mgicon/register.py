@@ -1,25 +1,29 @@
 """Register two image files: read, normalise per modality, resize to the network grid, predict (with optional
 instance optimization), and express the result as ITK transforms in physical space.
 
-Used by the ``mgicon register`` command and by the evaluation stage.  Conventions: see :mod:`mgicon.io.itk`.
+:func:`register_images` registers two image files under :class:`RegisterOptions`, the run options ``mgicon
+register`` (:mod:`mgicon.jobs`) and ``mgicon learn2reg`` (:mod:`mgicon.learn2reg`) share; the evaluation stage's
+network methods use :func:`prepare` and :func:`register`.  Conventions: see :mod:`mgicon.io.itk`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
+from mgicon.config import schema_default
 from mgicon.io import itk as itkio
 from mgicon.io.normalize import normalize
 from mgicon.network.inference import predict_map
 from mgicon.network.model import RegistrationNetwork
 from mgicon.optimize import IO_DICE_WEIGHT, IO_LEARNING_RATE, instance_optimize
+from mgicon.vocabulary import LNCC, LNCC2, MULTIGRADICON
 
 
 @dataclass
@@ -193,4 +197,182 @@ def register(
             inverse_transform = itkio.compose(inverse_transform, moving.prealign.GetInverse())
     return Registration(
         fixed.image, moving.image, phi_AB, transform, phi_BA, inverse_transform, history, time.perf_counter() - start
+    )
+
+
+# ------------------------------------------------------------------------------------- registering image files
+
+
+class OptionError(ValueError):
+    """A request that cannot be run as given; the message names the option (as the command line spells it)."""
+
+
+def _default(key: str):
+    return field(default_factory=lambda: schema_default(key))
+
+
+@dataclass(frozen=True)
+class RegisterOptions:
+    """How a pair of image files is registered, the run options of ``mgicon register`` and ``mgicon learn2reg``.
+
+    Defaults are the config schema's (``evaluation.*``, ``seed``) or, where the pipeline has no such setting,
+    upstream's.  ``io_similarity`` None: :func:`default_io_similarity` of the model; ``device`` None:
+    :func:`choose_device`; ``input_shape`` None: the checkpoint's own grid.
+    """
+
+    io_iterations: int = _default("evaluation.io_iterations")
+    io_similarity: str | None = None
+    io_lr: float = _default("evaluation.io_lr")
+    dice_loss_weight: float = _default("evaluation.io_dice_weight")
+    input_masking: bool = False
+    loss_function_masking: bool = False
+    keep_orientation: bool = _default("evaluation.keep_orientation")
+    affine: bool = _default("evaluation.affine")
+    ct_window: tuple[float, float] | None = None
+    quantile_range: tuple[float, float] | None = None
+    seed: int = _default("seed")
+    device: str | None = None
+    bf16: bool = _default("evaluation.bf16")
+    input_shape: tuple[int, int, int] | None = None
+    allow_download: bool = True
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """One image of a pair as files: the image, its modality (``ct`` or ``mri``), and optionally a mask and a label
+    map on its grid."""
+
+    image: str | os.PathLike
+    modality: str
+    mask: str | os.PathLike | None = None
+    segmentation: str | os.PathLike | None = None
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """What a pair's masks and label maps are used for: the masks restrict IO's similarity (``input_masking``: they
+    also multiply the images); the segmentations feed IO's Dice term, weighted ``dice_weight``."""
+
+    fixed_mask: str | os.PathLike | None = None
+    moving_mask: str | os.PathLike | None = None
+    input_masking: bool = False
+    fixed_segmentation: str | os.PathLike | None = None
+    moving_segmentation: str | os.PathLike | None = None
+    dice_weight: float = 0.0
+
+
+def plan_inputs(fixed: ImageFiles, moving: ImageFiles, options: RegisterOptions) -> InputPlan:
+    """The use of a pair's masks and segmentations, as upstream 1.0.6: a Dice weight > 0 needs both segmentations;
+    with weight 0, two segmentations and no masks serve as masks (with input masking unless
+    ``loss_function_masking``).
+
+    Raises:
+        OptionError: input masking with one mask, one segmentation without the other, or a Dice weight without
+            segmentations.
+    """
+    if (fixed.mask is None) != (moving.mask is None) and options.input_masking:
+        raise OptionError("--input-masking needs both --fixed-mask and --moving-mask")
+    segmentations = (fixed.segmentation, moving.segmentation)
+    if (segmentations[0] is None) != (segmentations[1] is None):
+        given = "--fixed-segmentation" if segmentations[0] is not None else "--moving-segmentation"
+        raise OptionError(f"{given}: needs both --fixed-segmentation and --moving-segmentation")
+    masks = InputPlan(fixed.mask, moving.mask, options.input_masking)
+    if options.dice_loss_weight > 0:
+        if segmentations[0] is None:
+            raise OptionError("--dice-loss-weight: needs --fixed-segmentation and --moving-segmentation")
+        return replace(
+            masks,
+            fixed_segmentation=segmentations[0],
+            moving_segmentation=segmentations[1],
+            dice_weight=options.dice_loss_weight,
+        )
+    if segmentations[0] is not None and fixed.mask is None and moving.mask is None:
+        if options.loss_function_masking or not options.input_masking:
+            return InputPlan(*segmentations, options.input_masking or not options.loss_function_masking)
+    return masks
+
+
+def choose_device(requested: str | None = None) -> str:
+    """``requested``, or ``cuda`` when a CUDA device is available, else ``cpu``.
+
+    Raises:
+        OptionError: ``cuda`` is asked for and no CUDA device is available.
+    """
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError(f"--device {requested}: no CUDA device is available")
+    return requested
+
+
+def default_io_similarity(model: str) -> str:
+    """IO's similarity when none is asked for: 1 − LNCC² for the released multiGradICON, LNCC (upstream's
+    default) for any other model."""
+    return LNCC2 if model == MULTIGRADICON else LNCC
+
+
+def load_model(model: str, options: RegisterOptions) -> RegistrationNetwork:
+    """The network of ``model`` (a released model's name or a checkpoint path) on the options' device and grid.
+
+    Raises:
+        OptionError: no CUDA device for ``device="cuda"``.
+        WeightsError, CheckpointError: weights that cannot be had or read.
+    """
+    from mgicon.network.checkpoint import load_network
+    from mgicon.weights import resolve_model
+
+    device = choose_device(options.device)
+    path = resolve_model(model, allow_download=options.allow_download)
+    return load_network(path, map_location=device, input_shape=options.input_shape)
+
+
+def register_images(
+    net: RegistrationNetwork,
+    fixed: ImageFiles,
+    moving: ImageFiles,
+    options: RegisterOptions,
+    plan: InputPlan,
+    similarity: str,
+    inverse: bool = False,
+) -> Registration:
+    """Register the image files ``moving`` to ``fixed`` with ``net``: normalise, reorient the moving array to the
+    fixed one's axes (unless ``keep_orientation``), pre-align affinely (``affine``), predict, IO."""
+    shape = net.config.input_shape
+    fixed_prepared = prepare(
+        fixed.image,
+        fixed.modality,
+        shape,
+        plan.fixed_mask,
+        plan.input_masking,
+        options.ct_window,
+        options.quantile_range,
+        segmentation_path=plan.fixed_segmentation,
+    )
+    prealign = None
+    if options.affine:
+        transform = affine_prealign(read_for_prealign(moving.image), read_for_prealign(fixed.image), options.seed)
+        prealign = (transform, fixed_prepared.image)
+    moving_prepared = prepare(
+        moving.image,
+        moving.modality,
+        shape,
+        plan.moving_mask,
+        plan.input_masking,
+        options.ct_window,
+        options.quantile_range,
+        orientation=None if options.keep_orientation else itkio.orientation_code(fixed_prepared.image),
+        prealign=prealign,
+        segmentation_path=plan.moving_segmentation,
+    )
+    return register(
+        net,
+        moving_prepared,
+        fixed_prepared,
+        io_iterations=options.io_iterations,
+        io_similarity=similarity,
+        io_lr=options.io_lr,
+        seed=options.seed,
+        inverse=inverse,
+        bf16=options.bf16,
+        dice_weight=plan.dice_weight,
     )

@@ -28,7 +28,8 @@ IO_SETTINGS: tuple[str, ...] = tuple(IO_SIMILARITY)
 IO_OPTIMIZED: tuple[str, ...] = tuple(io for io, similarity in IO_SIMILARITY.items() if similarity)
 IO_LABELS: dict[str, str] = {NOIO: "w/o IO", "io-lncc2": "1-LNCC²", "io-mind": "MIND-SSC"}
 #: similarity names of training (``variants.*.similarity``) and of instance optimization
-SIMILARITIES: tuple[str, ...] = ("lncc", "lncc2", "mind")
+LNCC, LNCC2, MIND = "lncc", "lncc2", "mind"
+SIMILARITIES: tuple[str, ...] = (LNCC, LNCC2, MIND)
 #: loss-randomization modes of a variant (Sec. 3.2, :mod:`mgicon.data.sampler`): none, one shared, one per side
 RANDOMIZATIONS: tuple[str, ...] = ("B", "F", "R")
 
@@ -49,7 +50,8 @@ PAPER_VARIANTS: tuple[str, ...] = (
 )
 ERRATUM_VARIANT = "multigradicon-f-erratum"
 RELEASED_PREFIX = "released-"
-RELEASED_MODELS: tuple[str, ...] = ("unigradicon", "multigradicon")
+UNIGRADICON, MULTIGRADICON = "unigradicon", "multigradicon"  # upstream's released models
+RELEASED_MODELS: tuple[str, ...] = (UNIGRADICON, MULTIGRADICON)
 METHOD_LABELS: dict[str, str] = {
     IDENTITY: "Identity (unregistered)",
     GROUND_TRUTH: "Ground truth (synthetic)",

@@ -13,9 +13,9 @@ from tests.paths import REPO
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("vocabulary", "fsutil", "download", "config"),
     ("maps", "trilinear", "network", "losses", "metrics", "optimize", "testing"),
-    ("io", "register", "weights", "tracking"),
+    ("io", "register", "jobs", "weights", "tracking"),
     ("data", "records"),
-    ("train", "evaluate"),
+    ("train", "evaluate", "learn2reg"),
     ("tables",),
     ("cli", "__init__"),
 )

@@ -109,13 +109,14 @@ def test_register_round_trip(pair, translation_model, tmp_path):
     jac = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "J.nii.gz")))
     fov = [np.prod(np.asarray(im.GetSpacing()) * im.GetSize()) for im in (moving, fixed)]
     assert np.allclose(jac, fov[0] / fov[1], atol=1e-4)
-    # Learn2Reg layout: fixed voxel units, NIfTI dims (x, y, z, 3)
+    # Learn2Reg's convention, NIfTI dims (x, y, z, 3): the moving voxel index of T(p) minus the fixed voxel index of p
     l2r = sitk.ReadImage(str(out / "L.nii.gz"))
     assert l2r.GetSize() == (*fixed.GetSize(), 3)
     l2r_array = sitk.GetArrayFromImage(l2r)  # (3, z, y, x)
-    d = np.asarray(fixed.GetDirection()).reshape(3, 3)
-    expected_voxels = (vectors[5, 6, 7] @ d) / np.asarray(fixed.GetSpacing())
-    assert np.allclose(l2r_array[:, 5, 6, 7], expected_voxels, atol=1e-4)
+    for index in [(7, 6, 5), (0, 0, 0), (19, 21, 17), (3, 15, 9)]:
+        q = transform.TransformPoint(fixed.TransformIndexToPhysicalPoint(index))
+        expected = np.subtract(moving.TransformPhysicalPointToContinuousIndex(q), index)
+        assert np.allclose(l2r_array[:, index[2], index[1], index[0]], expected, atol=1e-4), index
     assert sorted(p.name for p in out.iterdir()) == ["D.nii.gz", "J.nii.gz", "L.nii.gz", "T.h5", "W.nii.gz"]
 
 

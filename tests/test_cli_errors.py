@@ -320,6 +320,52 @@ def test_sigterm_during_a_run_cleans_up(env):
     assert _snapshot(env.out) == PREVIOUS and sorted(p.name for p in env.out.iterdir()) == sorted(PREVIOUS)
 
 
+# `mgicon register` that stops just before committing its staged outputs (says so in READY) and waits to be killed
+_PAUSED_BEFORE_COMMIT = """
+import sys, time
+from pathlib import Path
+from mgicon import fsutil
+
+def paused(self):
+    Path(sys.argv[1]).write_text("staged")
+    time.sleep(600)
+
+fsutil.StagedOutputs.commit = paused
+from mgicon.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_sigkill_while_staging_then_a_rerun_leaves_nothing_behind(env):
+    """SIGKILL (no handler runs) while the outputs are staged: the pre-existing outputs are intact, and the next run
+    of the same command removes the killed run's staging folders, never a user's look-alike."""
+    mine = env.out / ".T.h5.mine.tmp"  # hidden files of the user's, named like staging folders
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (env.out / ".W.nii.gz.abc.tmp").write_bytes(b"a file of the user's")
+    before = _snapshot(env.out)
+    ready = env.tmp / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED_BEFORE_COMMIT, str(ready), *env.argv()])
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.is_file(), f"the run did not reach its commit (exit code {proc.poll()})"
+    finally:
+        proc.kill()
+        proc.wait()
+    staged = sorted(p.name for p in env.out.iterdir() if p.is_dir() and p != mine)
+    assert [name.split(".")[1] for name in staged] == ["T", "W"], "the killed run's staging folders"
+    assert _snapshot(env.out) == before
+
+    assert main(env.argv()) == 0
+    assert sorted(p.name for p in env.out.iterdir() if p.is_dir()) == [mine.name]
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert (env.out / ".W.nii.gz.abc.tmp").read_bytes() == b"a file of the user's"
+    assert sitk.ReadTransform(str(env.out / "T.h5")).GetDimension() == 3
+    assert sitk.ReadImage(str(env.out / "W.nii.gz")).GetSize() == sitk.ReadImage(str(env.fixed)).GetSize()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_ants_worker_dies_with_its_parent(tmp_path):
     # the worker's start-up code, read from the module without importing it (that would load ANTs)

@@ -298,3 +298,50 @@ def test_test_configs_copy_the_demos_datasets_and_variants():
         for section in ("datasets", "variants"):
             for name, spec in config.get(section, {}).items():
                 assert spec == DEMO[section][name], (path.name, section, name)
+
+
+def _learn2reg_config(learn2reg: dict) -> dict:
+    """The minimal config plus a Learn2Reg dataset (``toy``) and one released method (``rel``)."""
+    config = copy.deepcopy(MINIMAL)
+    config["datasets"]["toy"] = {
+        **copy.deepcopy(MINIMAL["datasets"]["syn-brain"]),
+        "source": {"kind": "learn2reg", "path": "Toy_dataset.json"},
+    }
+    config["evaluation"] = {"released": {"rel": {"model": "rel.pt"}}}
+    config["learn2reg"] = learn2reg
+    return config
+
+
+@pytest.mark.parametrize(
+    "learn2reg, key, words",
+    [
+        ({"datasets": ["toy", "nope"]}, "learn2reg.datasets.1", "'nope' is not a dataset of the config"),
+        ({"datasets": ["syn-brain"]}, "learn2reg.datasets.0", "'syn-brain' is not read from a Learn2Reg json"),
+        ({"datasets": ["toy"], "method": "nope"}, "learn2reg.method", "'nope' is not a variant or"),
+    ],
+    ids=["unknown dataset", "not learn2reg", "unknown method"],
+)
+def test_learn2reg_mistakes_are_named_by_resolve(learn2reg, key, words):
+    with pytest.raises(ConfigError) as err:
+        resolve(_learn2reg_config(learn2reg), "my.yaml", check_files=False)
+    assert str(err.value).startswith(f"my.yaml: {key}: ") and words in str(err.value), str(err.value)
+
+
+def test_learn2reg_method_defaults_to_the_first_network_method():
+    from mgicon.config import learn2reg_method
+
+    config = resolve(_learn2reg_config({"datasets": ["toy"]}), check_files=False)
+    assert learn2reg_method(config) == "rel"
+    config["variants"] = {"mine": {}}
+    assert learn2reg_method(config) == "mine"
+    config["learn2reg"]["method"] = "rel"
+    assert learn2reg_method(config) == "rel"
+
+
+def test_syn_threads():
+    from mgicon.config import syn_threads
+
+    assert syn_threads(True, None, 8) == 1  # deterministic: one thread, whatever the job has
+    assert syn_threads(False, 3, 8) == 3
+    assert syn_threads(False, None, 8) == 8
+    assert syn_threads(False, None) is None  # ANTs' own default

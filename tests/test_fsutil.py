@@ -101,3 +101,97 @@ def test_the_first_record_stands(tmp_path):
         lock_path.read_text(encoding="utf-8")
         == json.dumps({"u": {"sha256": "a" * 64, "size": 1}}, indent=2, sort_keys=True) + "\n"
     )
+
+
+# ----------------------------------------------------------------------------------------- staged outputs
+
+# a process that stages T.h5 (and, if asked, commits until its first placement), says so, then waits to be killed
+_STAGER = """
+import os, sys, time
+from pathlib import Path
+from mgicon import fsutil
+
+ready, target, phase = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+out = fsutil.StagedOutputs()
+out.path(target).write_bytes(b"new")
+real = os.replace
+
+def replace(src, dst):
+    if Path(dst) == target and Path(src).parent.name.endswith(".tmp"):  # the original is aside, the new not in
+        ready.write_text("committing")
+        time.sleep(600)
+    return real(src, dst)
+
+if phase == "staged":
+    ready.write_text("staged")
+    time.sleep(600)
+os.replace = replace
+out.commit()
+"""
+
+
+def _killed_stager(tmp_path, target, phase):
+    """Start :data:`_STAGER`; returns the process once it is paused in ``phase``."""
+    import subprocess
+    import sys
+
+    ready = tmp_path / f"ready-{phase}"
+    proc = subprocess.Popen([sys.executable, "-c", _STAGER, str(ready), str(target), phase])
+    deadline = time.monotonic() + 120
+    while not ready.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ready.is_file(), f"the stager did not reach {phase} (exit code {proc.poll()})"
+    return proc
+
+
+def _staging_folders(folder):
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / fsutil.STAGING_MARKER).is_file())
+
+
+def test_stale_staging_is_removed_only_when_its_process_is_gone(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "T.h5"
+    target.write_bytes(b"old")
+    mine = out / ".T.h5.mine.tmp"  # a user's folder named like ours, without the marker
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    forged = out / ".T.h5.forged.tmp"  # a marker of another text: not ours either
+    forged.mkdir()
+    (forged / fsutil.STAGING_MARKER).write_text("something else\n")
+    proc = _killed_stager(tmp_path, target, "staged")
+    try:
+        live = _staging_folders(out)
+        assert len(live) == 2 and ".T.h5.forged.tmp" in live
+        assert fsutil.remove_stale_staging(target) == []  # a live run's folder (it holds the marker's lock)
+        assert _staging_folders(out) == live
+    finally:
+        proc.kill()
+        proc.wait()
+    removed = fsutil.remove_stale_staging(target)
+    assert [p.name for p in removed] == [name for name in live if name != ".T.h5.forged.tmp"]
+    assert sorted(p.name for p in out.iterdir()) == [".T.h5.forged.tmp", ".T.h5.mine.tmp", "T.h5"]
+    assert target.read_bytes() == b"old" and (mine / "notes.txt").read_text() == "mine"
+
+
+def test_a_commit_killed_half_way_gets_its_original_back(tmp_path):
+    target = tmp_path / "T.h5"
+    target.write_bytes(b"old")
+    proc = _killed_stager(tmp_path, target, "committing")
+    proc.kill()
+    proc.wait()
+    assert not target.exists(), "the kill came between moving the original aside and placing the new file"
+    assert [p.name for p in fsutil.remove_stale_staging(target)]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ready")) == ["T.h5"]
+    assert target.read_bytes() == b"old"
+
+
+def test_staged_outputs_commit_all_and_leave_nothing(tmp_path):
+    with fsutil.StagedOutputs() as out:
+        for name in ("a.txt", "sub/b.txt"):
+            out.path(tmp_path / name).write_text(name)
+        before = fsutil.commits()
+        out.commit()
+    assert fsutil.commits() == before + 1
+    assert (tmp_path / "a.txt").read_text() == "a.txt" and (tmp_path / "sub" / "b.txt").read_text() == "sub/b.txt"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.txt", "sub"]

@@ -1,17 +1,24 @@
-"""``mgicon learn2reg`` (issue #14, item 5): one field per pair of a Learn2Reg split, in the official layout.
+"""``mgicon learn2reg`` and ``mgicon register --learn2reg-displacement-out``: Learn2Reg fields in the official layout.
 
-The truth is Learn2Reg's own scoring (``evaluation.py`` of MDL-UzL/L2R, eval_version 2.0, written out here): the
-field is read with nibabel as ``(X, Y, Z, 3)``; the moving labels are sampled at fixed voxel index + field
-(``map_coordinates``, order 0); the fixed keypoints (voxel indices) are moved by the field and compared with the
-moving ones in moving voxels times the moving spacing.  It must equal mgicon's own scoring of the same transforms
-(:func:`mgicon.evaluate.scoring.pair_dice`, :func:`~mgicon.evaluate.scoring.pair_mtre`) in physical space.  The
-images of a pair have different grids and the network runs two IO steps, so the transforms are neither the
-identity nor affine.
+The truth is Learn2Reg's own evaluation (``evaluation.py`` of MDL-UzL/L2R, written out here from its documented
+behaviour).  Finding the files (since its Feb 2025 "fixed naming issue"): for each pair of the json it reads the
+fixed case and channel from ``pair["fixed"][-16:-12]`` and ``[-11:-7]`` (``TASK_CASE_CHAN.nii.gz``), the same for
+the moving image, and accepts ``disp_{fixcase}_{movcase}`` only for fixed channel ``0000`` and moving ``0001``,
+``disp_{fixcase}_{fixchan}_{movcase}_{movchan}`` always, each as ``.nii.gz`` or ``.npz``; else "Missing files".
+Scoring: the field is read with nibabel as ``(X, Y, Z, 3)``; the moving labels are sampled at fixed voxel index +
+field (``map_coordinates``, order 0); the fixed keypoints (voxel indices) are moved by the field and compared with
+the moving ones in moving voxels times the moving spacing.  It must equal mgicon's own scoring of the same
+transforms (:func:`mgicon.evaluate.scoring.pair_dice`, :func:`~mgicon.evaluate.scoring.pair_mtre`) in physical
+space.  The images of a pair have different grids and the network runs two IO steps, so the transforms are neither
+the identity nor affine.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 
 import nibabel as nib
@@ -35,10 +42,10 @@ SCANS = {
     ("0002", "0000"): ((20, 18, 24), (1.0, 1.3, 1.2), (-2.0, 5.0, 1.0), rotation(0.1)),
     ("0003", "0001"): ((16, 20, 22), (1.1, 1.1, 1.6), (0.0, 0.0, -3.0), rotation(-0.05, 0.05)),
 }
-PAIRS = [  # (fixed, moving, the file name the official evaluation looks for)
-    (("0001", "0000"), ("0002", "0000"), "disp_0001_0002.nii.gz"),  # same channel: the short name
-    (("0002", "0000"), ("0003", "0001"), "disp_0002_0003.nii.gz"),  # 0000 ← 0001: short too
-    (("0003", "0001"), ("0001", "0000"), "disp_0003_0001_0001_0000.nii.gz"),  # else the long name
+PAIRS = [  # (fixed, moving, the file name mgicon writes): channels 0000/0000, 0000/0001, 0001/0000
+    (("0001", "0000"), ("0002", "0000"), "disp_0001_0000_0002_0000.nii.gz"),
+    (("0002", "0000"), ("0003", "0001"), "disp_0002_0003.nii.gz"),  # the short name, accepted for 0000/0001 only
+    (("0003", "0001"), ("0001", "0000"), "disp_0003_0001_0001_0000.nii.gz"),
 ]
 LABELS = [1, 2]
 IO = ["--io-iterations", "2", "--io-lr", "1e-3", "--io-sim", "lncc", "--device", "cpu"]
@@ -52,7 +59,7 @@ def _name(case: str, channel: str) -> str:
 def dataset(tmp_path):
     """A Learn2Reg-style dataset: images, label maps (2 labels), keypoints (voxel indices), a dataset json."""
     root = tmp_path / "TOY"
-    for folder in ("imagesTr", "labelsTr", "keypointsTr"):
+    for folder in ("imagesTr", "labelsTr", "masksTr", "keypointsTr"):
         (root / folder).mkdir(parents=True)
     rng = np.random.default_rng(0)
     for k, ((case, channel), (size, spacing, origin, direction)) in enumerate(SCANS.items()):
@@ -64,6 +71,9 @@ def dataset(tmp_path):
         # map_coordinates (the official evaluation's) reads 0 below index 0; with a background shell both agree
         labels[[0, -1]], labels[:, [0, -1]], labels[:, :, [0, -1]] = 0, 0, 0
         sitk.WriteImage(make_image(labels, spacing, origin, direction), str(root / "labelsTr" / _name(case, channel)))
+        mask = np.zeros(size, np.uint8)
+        mask[2:-2, 3:-3, 2:-4] = 1
+        sitk.WriteImage(make_image(mask, spacing, origin, direction), str(root / "masksTr" / _name(case, channel)))
         # integer voxel indices (x, y, z) inside the grid (every scan is the fixed one of a pair): the field is exact
         # there, whatever the interpolation of the evaluation
         points = np.stack([rng.integers(2, n - 2, 12) for n in size[::-1]], axis=1).astype(float)
@@ -71,7 +81,10 @@ def dataset(tmp_path):
     meta = {
         "name": TASK,
         "modality": {"0": "MR", "1": "MR"},
-        "training": [{"image": f"./imagesTr/{_name(*scan)}", "label": f"./labelsTr/{_name(*scan)}"} for scan in SCANS],
+        "training": [
+            {"image": f"./imagesTr/{_name(*s)}", "label": f"./labelsTr/{_name(*s)}", "mask": f"./masksTr/{_name(*s)}"}
+            for s in SCANS
+        ],
         "registration_val": [
             {"fixed": f"./imagesTr/{_name(*f)}", "moving": f"./imagesTr/{_name(*m)}"} for f, m, _ in PAIRS
         ],
@@ -88,16 +101,56 @@ def model(tmp_path):
     return path
 
 
+def _evaluator_finds(folder, dataset_json, split="registration_val") -> list[str]:
+    """The files Learn2Reg's evaluation finds for the json's pairs in ``folder`` (see the module docstring); raises,
+    like it, on a pair without one."""
+    found = []
+    for pair in json.loads(dataset_json.read_text())[split]:
+        fix_case, fix_chan = pair["fixed"][-16:-12], pair["fixed"][-11:-7]
+        mov_case, mov_chan = pair["moving"][-16:-12], pair["moving"][-11:-7]
+        stems = [f"disp_{fix_case}_{fix_chan}_{mov_case}_{mov_chan}"]
+        if fix_chan == "0000" and mov_chan == "0001":
+            stems.append(f"disp_{fix_case}_{mov_case}")
+        names = [stem + ext for stem in stems for ext in (".nii.gz", ".npz")]
+        present = [name for name in names if (folder / name).is_file()]
+        if not present:
+            raise AssertionError(f"Missing files: none of {names}")
+        found.append(present[0])
+    return found
+
+
 def test_pair_names():
-    pair = Learn2RegPair(None, None, "0011", "0000", "0011", "0002")
-    assert pair.displacement_name == "disp_0011_0000_0011_0002.nii.gz"
-    assert Learn2RegPair(None, None, "0001", "0000", "0002", "0000").displacement_name == "disp_0001_0002.nii.gz"
+    for channels, name in [
+        (("0000", "0000"), "disp_0011_0000_0012_0000.nii.gz"),
+        (("0000", "0001"), "disp_0011_0012.nii.gz"),
+        (("0001", "0000"), "disp_0011_0001_0012_0000.nii.gz"),
+        (("0001", "0001"), "disp_0011_0001_0012_0001.nii.gz"),
+        (("0000", "0002"), "disp_0011_0000_0012_0002.nii.gz"),
+    ]:
+        assert Learn2RegPair(None, None, "0011", channels[0], "0012", channels[1]).displacement_name == name
 
 
 def test_pairs_of_the_json(dataset):
     pairs = learn2reg_pairs(dataset, "val")
     assert [p.displacement_name for p in pairs] == [name for _, _, name in PAIRS]
-    assert pairs[0].fixed == (dataset.parent / "imagesTr" / _name("0001", "0000")).resolve()
+    root = dataset.parent
+    assert pairs[0].fixed == (root / "imagesTr" / _name("0001", "0000")).resolve()
+    assert pairs[0].moving_label == (root / "labelsTr" / _name("0002", "0000")).resolve()
+    assert pairs[2].fixed_mask == (root / "masksTr" / _name("0003", "0001")).resolve()
+
+
+def test_the_evaluator_finds_every_field_of_the_zip(tmp_path, dataset, model):
+    """Channels 0000/0000, 0000/0001 and 0001/0000: the official file-finding rule finds every field in the zip
+    as it is (its members at the top level)."""
+    out = tmp_path / "submission" / "val"
+    args = ["learn2reg", "--dataset-json", str(dataset), "--split", "val", "--model", str(model), "--out", str(out)]
+    assert main([*args, "--io-iterations", "0", "--device", "cpu"]) == 0
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(tmp_path / "submission" / "val.zip") as archive:
+        assert all("/" not in name for name in archive.namelist())
+        archive.extractall(unpacked)
+    assert sorted(_evaluator_finds(unpacked, dataset)) == sorted(p.name for p in unpacked.iterdir())
+    assert len(list(unpacked.iterdir())) == len(PAIRS)
 
 
 def _learn2reg_scores(field_path, fixed_label, moving_label, fixed_kp, moving_kp, moving_image):
@@ -138,26 +191,74 @@ def test_learn2reg_fields_score_as_mgicon(tmp_path, dataset, model):
         keypoints = [root / "keypointsTr" / _name(*scan).replace(".nii.gz", ".csv") for scan in (fixed, moving)]
         field = nib.load(str(out / name))
         assert field.shape == (*SCANS[fixed][0][::-1], 3)
-        # mgicon's own route: the same registration through `mgicon register`, scored in physical space
-        transform = tmp_path / f"{name}.h5"
+        # mgicon's own route: the same registration through `mgicon register`, scored in physical space, and its
+        # Learn2Reg field, the same as learn2reg's
+        transform, register_field = tmp_path / f"{name}.h5", tmp_path / "register" / name
         assert (
             main(
                 ["register", "--fixed", str(images[0]), "--moving", str(images[1]), "--model", str(model)]
                 + ["--fixed-modality", "mri", "--moving-modality", "mri", "--transform-out", str(transform)]
-                + IO
+                + ["--learn2reg-displacement-out", str(register_field), *IO]
             )
             == 0
         )
+        np.testing.assert_allclose(nib.load(str(register_field)).get_fdata(), field.get_fdata(), atol=1e-5)
         t = itkio.read_transform(transform)
         mm = []
         for kp, image in zip(keypoints, images):
             mm.append(tmp_path / f"{kp.stem}.mm.csv")
             write_landmarks(read_landmarks_as_mm(kp, itkio.read_image(image), "voxel_csv"), mm[-1])
         dice, mtre = pair_dice(t, str(labels[0]), str(labels[1]), LABELS), pair_mtre(t, str(mm[0]), str(mm[1]))
-        l2r_dice, l2r_tre = _learn2reg_scores(out / name, *labels, *keypoints, images[1])
-        assert l2r_dice == pytest.approx(dice, abs=1e-6), name
-        assert l2r_tre == pytest.approx(mtre, abs=1e-4), name
+        for scored in (out / name, register_field):
+            l2r_dice, l2r_tre = _learn2reg_scores(scored, *labels, *keypoints, images[1])
+            assert l2r_dice == pytest.approx(dice, abs=1e-6), scored
+            assert l2r_tre == pytest.approx(mtre, abs=1e-4), scored
         assert 0.1 < dice < 1.0 and mtre > 1.0  # not a trivial pair
+
+
+def _one_thread_main(argv: list[str]) -> int:
+    """``mgicon ARGV`` in a fresh process whose ANTs runs on one ITK thread; its exit code."""
+    env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
+    code = "import sys; from mgicon.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *argv], env=env).returncode
+
+
+SIDE_FILES = {
+    "masksTr": ("--fixed-mask", "--moving-mask"),
+    "labelsTr": ("--fixed-segmentation", "--moving-segmentation"),
+}
+
+
+@pytest.mark.parametrize(
+    "options, side_files",
+    [
+        (["--affine", "--keep-orientation"], []),
+        (["--masks"], ["masksTr"]),
+        (["--input-masking"], ["masksTr"]),
+        (["--dice-loss-weight", "2"], ["labelsTr"]),
+    ],
+    ids=["affine", "masks", "input-masking", "dice"],
+)
+def test_learn2reg_takes_the_options_of_register(tmp_path, dataset, model, options, side_files):
+    """Each run option, with the json's masks and labels: `mgicon learn2reg`'s field equals `mgicon register`'s with
+    the same option and those files, and differs from the field without the option.  (ANTs' affine registration is
+    repeatable only on one thread, so the two `--affine` runs go to a process whose ANTs has one.)"""
+    run = _one_thread_main if "--affine" in options else main
+    base = ["learn2reg", "--dataset-json", str(dataset), "--split", "val", "--model", str(model), *IO]
+    assert run([*base, "--out", str(tmp_path / "with"), *options]) == 0
+    assert main([*base, "--out", str(tmp_path / "without")]) == 0
+    (fixed, moving, name), root = PAIRS[1], dataset.parent
+    field = tmp_path / "register" / name
+    argv = ["register", "--fixed", str(root / "imagesTr" / _name(*fixed)), "--model", str(model)]
+    argv += ["--moving", str(root / "imagesTr" / _name(*moving)), "--fixed-modality", "mri", "--moving-modality", "mri"]
+    argv += ["--transform-out", str(tmp_path / "T.h5"), "--learn2reg-displacement-out", str(field), *IO]
+    for folder in side_files:
+        argv += [SIDE_FILES[folder][0], str(root / folder / _name(*fixed))]
+        argv += [SIDE_FILES[folder][1], str(root / folder / _name(*moving))]
+    assert run(argv + [o for o in options if o != "--masks"]) == 0
+    with_option = nib.load(str(tmp_path / "with" / name)).get_fdata()
+    np.testing.assert_allclose(nib.load(str(field)).get_fdata(), with_option, atol=1e-6)
+    assert np.abs(with_option - nib.load(str(tmp_path / "without" / name)).get_fdata()).max() > 1e-4
 
 
 def test_learn2reg_bad_input(tmp_path, dataset, model, capsys):
@@ -168,13 +269,21 @@ def test_learn2reg_bad_input(tmp_path, dataset, model, capsys):
     assert main([*args, "--dataset-json", str(tmp_path / "missing.json"), "--split", "val"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.json" in err[0]
+    # the Dice term and input masking need the json's label maps and masks of every image of the split
+    meta = json.loads(dataset.read_text())
+    meta["training"] = [{"image": entry["image"]} for entry in meta["training"]]
+    bare = dataset.with_name("bare_dataset.json")
+    bare.write_text(json.dumps(meta))
+    for option, what in (["--dice-loss-weight", "1"], "label"), (["--input-masking"], "mask"):
+        assert main([*args, "--dataset-json", str(bare), "--split", "val", *option]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{option[0]}: the dataset json lists no {what} for" in err[0], err
+        assert _name("0001", "0000") in err[0]
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.zip").exists()
 
 
 def test_pipeline_target_writes_the_submission(tmp_path, dataset, model):
     """`snakemake learn2reg` on a Learn2Reg dataset of the config: the fields and zip of `mgicon learn2reg`."""
-    import subprocess
-
     import yaml
 
     from tests.paths import SNAKEFILE, SNAKEMAKE

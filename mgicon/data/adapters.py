@@ -180,7 +180,8 @@ LEARN2REG_PAIR_KEYS = {split: f"registration_{split}" for split in LEARN2REG_SPL
 
 @dataclass(frozen=True)
 class Learn2RegPair:
-    """One pair of a Learn2Reg split: absolute image paths, their case and channel ids, the field's file name."""
+    """One pair of a Learn2Reg split: absolute image paths, their case and channel ids, the label maps and masks the
+    json lists for the two images (None: none listed), and the field's file name."""
 
     fixed: Path
     moving: Path
@@ -188,12 +189,21 @@ class Learn2RegPair:
     fixed_channel: str
     moving_case: str
     moving_channel: str
+    fixed_label: Path | None = None
+    moving_label: Path | None = None
+    fixed_mask: Path | None = None
+    moving_mask: Path | None = None
 
     @property
     def displacement_name(self) -> str:
-        """``disp_{fix}_{mov}.nii.gz`` where the official evaluation (L2R ``evaluation.py``, eval_version 2.0) looks
-        for it: same channels, or fixed ``0000`` and moving ``0001``; else ``disp_{fix}_{fixch}_{mov}_{movch}``."""
-        if self.fixed_channel == self.moving_channel or (self.fixed_channel, self.moving_channel) == ("0000", "0001"):
+        """The file name of the pair's field where the official evaluation finds it.
+
+        The evaluation (MDL-UzL/L2R ``evaluation/evaluation.py`` since its Feb 2025 "fixed naming issue") always
+        accepts ``disp_{fix}_{fixch}_{mov}_{movch}.nii.gz``, and the short ``disp_{fix}_{mov}.nii.gz`` only for a
+        fixed channel ``0000`` and a moving ``0001``.  The short name is kept there because its earlier version
+        looked for that name too, so such submissions score under both; every other pair gets the long name.
+        """
+        if (self.fixed_channel, self.moving_channel) == ("0000", "0001"):
             return f"disp_{self.fixed_case}_{self.moving_case}.nii.gz"
         return f"disp_{self.fixed_case}_{self.fixed_channel}_{self.moving_case}_{self.moving_channel}.nii.gz"
 
@@ -216,13 +226,15 @@ def _read_json(dataset_json: Path) -> dict:
 def learn2reg_pairs(dataset_json: Path, split: str) -> list[Learn2RegPair]:
     """The registration pairs of ``split`` (``val``: ``registration_val``, ``test``: ``registration_test``) of a
     Learn2Reg ``*_dataset.json``: entries ``{"fixed": "./imagesTr/TASK_CASE_CHANNEL.nii.gz", "moving": ...}``,
-    relative to the json's folder."""
+    relative to the json's folder; each image's ``label`` and ``mask`` from its entry in the json's ``training``,
+    ``validation`` or ``test`` list, where it has one."""
     if split not in LEARN2REG_PAIR_KEYS:
         raise DatasetSourceError(f"split {split!r}: choose from {list(LEARN2REG_PAIR_KEYS)}")
     meta, key = _read_json(dataset_json), LEARN2REG_PAIR_KEYS[split]
     entries = meta.get(key)
     if not entries:
         raise DatasetSourceError(f"{dataset_json}: lists no pairs under {key!r}")
+    listed = _listed_files(dataset_json, meta)
     pairs, missing = [], []
     for entry in entries:
         if not isinstance(entry, Mapping) or "fixed" not in entry or "moving" not in entry:
@@ -237,26 +249,52 @@ def learn2reg_pairs(dataset_json: Path, split: str) -> list[Learn2RegPair]:
                 missing.append(str(path))
             paths.append(path)
             ids += [m.group("case"), m.group("channel")]
-        pairs.append(Learn2RegPair(paths[0], paths[1], *ids))
+        files = [listed.get(path, {}) for path in paths]
+        labels = [f.get("label") for f in files]
+        masks = [f.get("mask") for f in files]
+        pairs.append(Learn2RegPair(paths[0], paths[1], *ids, *labels, *masks))
     if missing:
         raise DatasetSourceError(f"{dataset_json}: {len(missing)} image(s) of {key} are missing: {missing[0]}")
     return pairs
 
 
+def _listed_files(dataset_json: Path, meta: Mapping[str, Any]) -> dict[Path, dict[str, Path]]:
+    """The ``label`` and ``mask`` of every image entry of the json's image lists, by absolute image path."""
+    listed: dict[Path, dict[str, Path]] = {}
+    for key in ("training", "validation", "test"):
+        for entry in _entries(meta.get(key)):
+            if isinstance(entry, Mapping) and entry.get("image"):
+                files = {k: (dataset_json.parent / entry[k]).resolve() for k in ("label", "mask") if entry.get(k)}
+                listed[(dataset_json.parent / entry["image"]).resolve()] = files
+    return listed
+
+
+def is_learn2reg_source(source: Mapping[str, Any]) -> bool:
+    """Whether a dataset's ``source`` is read from a Learn2Reg json: ``kind: learn2reg``, or a download or local copy
+    with ``layout.kind: learn2reg``."""
+    kind = source.get("kind")
+    return kind == "learn2reg" or (
+        kind in ("download", "local") and (source.get("layout") or {}).get("kind") == "learn2reg"
+    )
+
+
 def learn2reg_json(name: str, source: Mapping[str, Any], resources: Path) -> Path:
-    """The ``*_dataset.json`` of a Learn2Reg dataset of the config: ``source.kind: learn2reg`` (its ``path``), or a
-    download or local copy read with ``layout.kind: learn2reg`` (downloads must have been fetched, e.g. by the
-    dataset's manifest job)."""
-    kind, layout = source.get("kind"), source.get("layout") or {}
-    if kind == "learn2reg":
+    """The ``*_dataset.json`` of a Learn2Reg dataset of the config (:func:`is_learn2reg_source`; downloads must have
+    been fetched, e.g. by the dataset's manifest job)."""
+    if not is_learn2reg_source(source):
+        raise DatasetSourceError(
+            f"dataset {name}: not a Learn2Reg dataset (source kind learn2reg, or a learn2reg layout)"
+        )
+    if source["kind"] == "learn2reg":
         return Path(source["path"]).expanduser()
-    if kind in ("download", "local") and layout.get("kind") == "learn2reg":
-        root = resources / name / "extracted" if kind == "download" else Path(source.get("root") or "").expanduser()
-        found = sorted(root.rglob(layout.get("json", "*_dataset.json")))
-        if not found:
-            raise DatasetSourceError(f"dataset {name}: no *_dataset.json under {root}")
-        return found[0]
-    raise DatasetSourceError(f"dataset {name}: not a Learn2Reg dataset (source kind learn2reg, or a learn2reg layout)")
+    layout = source.get("layout") or {}
+    root = (
+        resources / name / "extracted" if source["kind"] == "download" else Path(source.get("root") or "").expanduser()
+    )
+    found = sorted(root.rglob(layout.get("json", "*_dataset.json")))
+    if not found:
+        raise DatasetSourceError(f"dataset {name}: no *_dataset.json under {root}")
+    return found[0]
 
 
 # ---------------------------------------------------------------------------------------------- downloads

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from mgicon.config import syn_threads
 from mgicon.io import ants as antsio
 from mgicon.io.itk import to_array
 
@@ -60,7 +61,8 @@ def _check_image(image: Any, what: str) -> None:
 
 
 def _thread_count(deterministic: bool, seed: int | None, threads: int | None) -> int | None:
-    """The ITK thread count the run needs (None: whatever this process's ANTs uses)."""
+    """The ITK thread count the run needs (:func:`mgicon.config.syn_threads`; None: whatever this process's ANTs
+    uses)."""
     if threads is not None and (not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"SyN: threads must be a positive integer or None, got {threads!r}")
     if deterministic:
@@ -70,8 +72,8 @@ def _thread_count(deterministic: bool, seed: int | None, threads: int | None) ->
             raise ValueError(
                 f"SyN: deterministic=True runs single-threaded; threads={threads} needs deterministic=False"
             )
-        return 1
-    return None if threads is None else int(threads)
+    wanted = syn_threads(deterministic, threads)
+    return None if wanted is None else int(wanted)
 
 
 def syn_register(

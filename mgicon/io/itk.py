@@ -657,24 +657,22 @@ def displacement_field(transform: sitk.Transform, reference: sitk.Image) -> sitk
     return f.Execute(transform)
 
 
-def learn2reg_displacement(field: sitk.Image, moving: sitk.Image | None = None) -> sitk.Image:
-    """A physical displacement field as Learn2Reg stores it: voxel units of the reference grid, a 4-D image
-    whose last axis holds the 3 components (array ``(3, z, y, x)``, NIfTI dims ``(x, y, z, 3)``).
+def learn2reg_displacement(field: sitk.Image, moving: sitk.Image) -> sitk.Image:
+    """A physical displacement field in the convention of Learn2Reg's evaluation, the one Learn2Reg field of mgicon.
 
-    With ``moving``, the field is what the Learn2Reg evaluation reads (it samples the moving image at fixed voxel
-    index + field, and scales keypoint errors by the moving spacing): the moving image's continuous voxel index of
-    ``T(p)`` minus the fixed voxel index of ``p``.  The two agree when the images share a grid, as Learn2Reg's do."""
+    For each voxel ``p`` of the field's (the fixed) grid: the moving image's continuous voxel index of ``T(p)``
+    minus the fixed voxel index of ``p`` (the evaluation samples the moving image at fixed voxel index + field, and
+    scales keypoint errors by the moving spacing).  A 4-D image whose last axis holds the 3 components, in the
+    images' index order (array ``(3, z, y, x)``, NIfTI dims ``(x, y, z, 3)``), with the fixed grid's geometry.
+    """
     vectors = sitk.GetArrayFromImage(field)  # [z, y, x, 3], physical (x, y, z) components
     direction = np.asarray(field.GetDirection()).reshape(3, 3)
     spacing = np.asarray(field.GetSpacing())
-    if moving is None:
-        voxels = (vectors @ direction) / spacing  # D^T v per voxel, then per-axis spacing
-    else:
-        size = field.GetSize()
-        index = np.stack(np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")[::-1], axis=-1)
-        points = (index * spacing) @ direction.T + np.asarray(field.GetOrigin()) + vectors  # T(p), [z, y, x, 3]
-        to_moving = np.linalg.inv(_direction(moving) @ np.diag(moving.GetSpacing()))
-        voxels = (points - np.asarray(moving.GetOrigin())) @ to_moving.T - index
+    size = field.GetSize()
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")[::-1], axis=-1)
+    points = (index * spacing) @ direction.T + np.asarray(field.GetOrigin()) + vectors  # T(p), [z, y, x, 3]
+    to_moving = np.linalg.inv(_direction(moving) @ np.diag(moving.GetSpacing()))
+    voxels = (points - np.asarray(moving.GetOrigin())) @ to_moving.T - index
     volume = sitk.GetImageFromArray(np.moveaxis(voxels, -1, 0).astype(np.float32), isVector=False)
     volume.SetSpacing(tuple(field.GetSpacing()) + (1.0,))
     volume.SetOrigin(tuple(field.GetOrigin()) + (0.0,))

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
+from mgicon.fsutil import atomic_open
 from mgicon.network.model import RegistrationNetwork
 from mgicon.network.presets import PRESETS, NetworkConfig
 
@@ -29,29 +29,36 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through a temporary file beside ``path`` (:func:`mgicon.fsutil.atomic_open`): a reader never
+    sees half a file."""
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
 
 
-def save_checkpoint(net: RegistrationNetwork, path: str | os.PathLike, **extra: Any) -> None:
-    """Write ``net``'s weights with its config (and any ``extra`` entries, e.g. optimizer state) atomically."""
-    payload = {"format": FORMAT, "version": VERSION, "config": net.config.to_dict(), "state_dict": net.state_dict()}
+def write_checkpoint(
+    path: str | os.PathLike,
+    config: NetworkConfig | Mapping[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
+    **extra: Any,
+) -> None:
+    """Write an mgicon checkpoint (the one layout of this module's docstring) atomically: the network ``config``,
+    its ``state_dict`` and any ``extra`` entries (e.g. optimizer state, the step).
+
+    Raises:
+        ValueError: an ``extra`` entry has a reserved name.
+    """
+    config = config.to_dict() if isinstance(config, NetworkConfig) else dict(config)
+    payload = {"format": FORMAT, "version": VERSION, "config": config, "state_dict": state_dict}
     clash = set(extra) & set(payload)
     if clash:
         raise ValueError(f"extra checkpoint entries clash with reserved keys: {sorted(clash)}")
     payload.update(extra)
     atomic_torch_save(payload, path)
+
+
+def save_checkpoint(net: RegistrationNetwork, path: str | os.PathLike, **extra: Any) -> None:
+    """Write ``net``'s weights with its config (and any ``extra`` entries, e.g. optimizer state) atomically."""
+    write_checkpoint(path, net.config, net.state_dict(), **extra)
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], input_shape=(175, 175, 175)) -> NetworkConfig:

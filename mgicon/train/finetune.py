@@ -48,7 +48,7 @@ class FinetuneOptions:
     augment: bool = _default("training.augment")
     lncc_sigma: float = _default("training.lncc_sigma")
     seed: int = _default("seed")
-    device: str = _default("training.device")
+    device: str | None = _default("training.device")
     bf16: bool = _default("training.bf16")
     dice_loss_weight: float = _default("variants.*.dice_loss_weight")
     loss_function_masking: bool = _default("variants.*.loss_function_masking")
@@ -173,15 +173,31 @@ def finetune(
 ) -> Path:
     """Finetune ``model`` (``unigradicon``, ``multigradicon`` or a checkpoint path) on ``manifests``; returns
     ``out_dir/checkpoint.pt``.  A rerun with the same arguments resumes from ``out_dir/train/latest.pt``;
-    ``stop_after`` ends this call after that many steps (a simulated kill, for tests) and returns ``latest.pt``."""
-    from mgicon.network.checkpoint import FORMAT, VERSION, atomic_torch_save, checkpoint_input_shape, load_checkpoint
+    ``stop_after`` ends this call after that many steps (a simulated kill, for tests) and returns ``latest.pt``.
+    ``options.device`` None: :func:`mgicon.register.choose_device`.
+
+    Raises:
+        OutputError: ``out_dir`` is not a folder or cannot be written.
+        ManifestError: a manifest is missing or unusable (:func:`own_datasets`).
+        OptionError: no CUDA device for ``device="cuda"``.
+    """
+    from mgicon.fsutil import OutputError, check_folder
+    from mgicon.network.checkpoint import checkpoint_input_shape, load_checkpoint, write_checkpoint
+    from mgicon.register import choose_device
     from mgicon.tracking import config_tracker
     from mgicon.train.data import TrainingData
     from mgicon.train.loop import TrainConfig, train
     from mgicon.weights import resolve_model
 
     options = options or FinetuneOptions()
+    device = choose_device(options.device)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir}: exists and is not a folder")
+    check_folder(f"--out {out_dir}", out_dir)
+    for manifest in manifests:
+        if not Path(manifest).is_file():
+            raise ManifestError(f"--manifest {manifest}: no such file")
     source_path = resolve_model(model, allow_download)
     source = load_checkpoint(source_path)
     shape = checkpoint_input_shape(source, options.input_shape)
@@ -216,7 +232,7 @@ def finetune(
         augment=bool(options.augment),
         seed=int(options.seed),
         bf16=bool(options.bf16),
-        device=str(options.device),
+        device=device,
         dice_loss_weight=float(options.dice_loss_weight),
         loss_function_masking=bool(options.loss_function_masking),
         init_from=str(source_path),
@@ -250,10 +266,7 @@ def finetune(
     state = load_checkpoint(final)
     keep = {"state_dict": state["state_dict"], "step": state["step"], "train_config": state["train_config"]}
     checkpoint = out_dir / "checkpoint.pt"
-    atomic_torch_save(
-        {"format": FORMAT, "version": VERSION, "config": state["config"].to_dict(), **keep, "finetuned_from": model},
-        checkpoint,
-    )
+    write_checkpoint(checkpoint, state["config"], **keep, finetuned_from=model)
     if tracker is not None:
         tracker.set_tags({"checkpoint": str(checkpoint)})
         tracker.end()

@@ -40,7 +40,7 @@ from mgicon.losses import (
 )
 from mgicon.maps import DisplacementChain
 from mgicon.metrics import negative_jacobian_percent
-from mgicon.network.checkpoint import atomic_torch_save, load_checkpoint
+from mgicon.network.checkpoint import load_checkpoint, save_checkpoint
 from mgicon.network.inference import autocast_context
 from mgicon.network.model import RegistrationNetwork
 from mgicon.network.presets import NetworkConfig, network_config
@@ -218,31 +218,26 @@ def _truncate_samples(path: Path, start: int) -> None:
     """On resume, drop draws recorded after the checkpoint (they will be drawn again, identically)."""
     import csv
 
+    from mgicon.fsutil import atomic_open
+
     if not path.is_file():
         return
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) < start]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(keep)
-    os.replace(tmp, path)
 
 
 def _save(path: Path, net: RegistrationNetwork, optimizer, step: int, cfg: TrainConfig, **extra) -> None:
-    atomic_torch_save(
-        {
-            "format": "mgicon-checkpoint",
-            "version": 1,
-            "config": net.config.to_dict(),
-            "state_dict": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "train_config": asdict(cfg),
-            "rng": {"torch": torch.get_rng_state()},
-            **extra,
-        },
+    save_checkpoint(
+        net,
         path,
+        optimizer=optimizer.state_dict(),
+        step=step,
+        train_config=asdict(cfg),
+        rng={"torch": torch.get_rng_state()},
+        **extra,
     )
 
 

@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from mgicon.config import ConfigError, JobParams, resolve
+from mgicon.config import ConfigError, JobParams, learn2reg_method, resolve, syn_threads
 from mgicon.data.registry import in_stage, load_registry
 from mgicon.vocabulary import (
     BASELINES as BASELINE_METHODS,
@@ -164,10 +164,10 @@ def io_settings(method):
 
 
 def baseline_threads(method):
-    """SyN's threads (1 when deterministic: ANTs' results depend on the thread count), else 1."""
+    """SyN's threads (mgicon.config.syn_threads), else 1."""
     syn = EVALUATION["syn"]
-    if method == SYN and not syn["deterministic"]:
-        return syn["threads"] or EVALUATION["threads"]
+    if method == SYN:
+        return syn_threads(syn["deterministic"], syn["threads"], EVALUATION["threads"])
     return 1
 
 
@@ -277,28 +277,8 @@ def figure_methods():
 
 
 # ------------------------------------------------------------------------------------------------- learn2reg
+# resolve (above) checked learn2reg's datasets and method
 LEARN2REG = config["learn2reg"]
-
-
-def learn2reg_method():
-    """The network method whose fields the Learn2Reg submissions hold (learn2reg.method, else the first)."""
-    return LEARN2REG["method"] or next(iter(network_methods()), None)
-
-
-if LEARN2REG["datasets"]:  # named before any job runs, like the config's other mistakes
-    _unknown = [d for d in LEARN2REG["datasets"] if d not in REGISTRY]
-    if _unknown:
-        print(
-            f"config error: learn2reg.datasets: {_unknown[0]!r} is not a dataset of the config",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    if learn2reg_method() not in network_methods():
-        print(
-            f"config error: learn2reg.method: {learn2reg_method()!r} is not a variant or evaluation.released method",
-            file=sys.stderr,
-        )
-        sys.exit(2)
 
 
 def learn2reg_targets():
@@ -312,15 +292,16 @@ def learn2reg_targets():
 def learn2reg_inputs(wildcards):
     """The dataset's manifest (a download is fetched by then) and a trained variant's checkpoint."""
     inputs = {"manifest": f"{RESULTS}/data/{wildcards.dataset}/manifest.csv"}
-    if learn2reg_method() in VARIANTS:
-        inputs["checkpoint"] = f"{RESULTS}/models/{learn2reg_method()}/checkpoint.pt"
+    method = learn2reg_method(config)
+    if method in VARIANTS:
+        inputs["checkpoint"] = f"{RESULTS}/models/{method}/checkpoint.pt"
     return inputs
 
 
 def learn2reg_params(dataset):
     """What a submission depends on: the dataset's source, the method's weights and the IO settings."""
-    method = learn2reg_method()
-    keys = ("io_iterations", "io_lr", "device", "bf16")
+    method = learn2reg_method(config)
+    keys = ("io_iterations", "io_lr", "keep_orientation", "affine", "device", "bf16")
     return config_slice(
         "seed",
         "resources",

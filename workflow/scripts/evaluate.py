@@ -10,10 +10,13 @@ from _log import logged  # noqa: E402
 with logged(snakemake):  # noqa: F821
     import os
 
+    from mgicon.config import syn_threads
+    from mgicon.vocabulary import SYN
+
     sm = snakemake  # noqa: F821
-    if sm.wildcards.method == "syn":  # ANTs reads its thread count once, at its first use in a process
+    if sm.wildcards.method == SYN:  # ANTs reads its thread count once, at its first use in a process
         syn = sm.params.config["evaluation"]["syn"]
-        threads = 1 if syn["deterministic"] else (syn["threads"] or sm.threads)
+        threads = syn_threads(syn["deterministic"], syn["threads"], sm.threads)
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
     import torch
 
