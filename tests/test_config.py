@@ -283,6 +283,46 @@ def test_snakemake_dry_run_stops_on_a_config_mistake_with_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def _local_dataset(root) -> dict:
+    """The demo's brain set with a ``mine`` dataset read from ``root`` by a local layout."""
+    source = {"kind": "local", "root": root, "layout": {"images": {"t1w": "{subject}.nii.gz"}}}
+    mine = {"region": "Brain", "modalities": ["t1w"], "pairing": "inter", "stages": ["test"], "source": source}
+    return {"datasets": {**MINIMAL["datasets"], "mine": mine}}
+
+
+def _dry_run(tmp_path, config: dict, *targets: str) -> subprocess.CompletedProcess:
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [SNAKEMAKE, "-n", *targets, "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path)]
+        + ["--configfile", str(tmp_path / "mine.yaml")],
+        capture_output=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("root, problem", [(None, "not set"), ("gone", "does not exist"), ("a-file", "not a folder")])
+def test_snakemake_dry_run_stops_on_an_unusable_dataset_root_with_one_line(tmp_path, root, problem):
+    """A local dataset's root that is null, missing or a file stops the plan before any job (it used to fail in
+    the dataset's manifest job, with a traceback in its log)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    run = _dry_run(tmp_path, _local_dataset(root))
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if "config error" in line]
+    assert len(errors) == 1, run.stderr
+    assert "mine.yaml: datasets.mine.source.root: " in errors[0] and problem in errors[0], errors[0]
+    assert "Traceback" not in run.stderr and "manifest.log" not in run.stdout + run.stderr
+
+
+def test_a_dataset_root_only_blocks_the_plans_that_need_it(tmp_path):
+    run = _dry_run(tmp_path, _local_dataset(None), "results/data/syn-brain/preprocessed.csv")
+    assert run.returncode == 0, run.stderr[-2000:]
+    (tmp_path / "copy").mkdir()
+    run = _dry_run(tmp_path, _local_dataset("copy"))  # a folder: its files are the manifest job's to read
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "results/data/mine/manifest.csv" in run.stdout
+
+
 @pytest.mark.parametrize(
     "path", sorted(CONFIGS.glob("*.yaml")) + sorted(TEST_CONFIGS.glob("*.yaml")), ids=lambda p: str(p.relative_to(REPO))
 )
