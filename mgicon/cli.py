@@ -304,7 +304,7 @@ def _non_negative_float(value: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from mgicon.config import schema_default  # the defaults of IO are the pipeline's (upstream's)
-    from mgicon.vocabulary import SIMILARITIES
+    from mgicon.vocabulary import AFFINE_METRICS, SIMILARITIES
 
     IO_STEPS = schema_default("evaluation.io_iterations")
     IO_LEARNING_RATE = schema_default("evaluation.io_lr")
@@ -403,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ANTs affine registration first; the network registers the affinely aligned pair and the written "
         "transforms are the composition",
+    )
+    reg.add_argument(
+        "--affine-metric",
+        "--affine_metric",
+        choices=AFFINE_METRICS,
+        default=schema_default("evaluation.affine_metric"),
+        help="--affine's metric: auto (mutual information, then a correlation refinement kept unless it lowers the "
+        "mutual information), mi or gc alone (default %(default)s)",
     )
 
     warp = sub.add_parser("warp", help="resample an image on the fixed grid through a transform")
@@ -661,7 +669,8 @@ def cmd_register(args: argparse.Namespace) -> None:
     prealign = None
     if args.affine:
         moving_image = reg.read_for_prealign(args.moving)
-        prealign = (reg.affine_prealign(moving_image, reg.read_for_prealign(args.fixed), args.seed), fixed.image)
+        fixed_image = reg.read_for_prealign(args.fixed)
+        prealign = (reg.affine_prealign(moving_image, fixed_image, args.seed, args.affine_metric), fixed.image)
     moving = reg.prepare(
         args.moving,
         args.moving_modality,

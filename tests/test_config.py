@@ -55,6 +55,7 @@ EXPECTED_DEFAULTS = {
         "io_lncc_sigma": 5.0,
         "keep_orientation": False,
         "affine": False,
+        "affine_metric": "auto",
         "max_pairs": None,
         "io_max_pairs": None,
         "device": "cpu",
@@ -218,6 +219,9 @@ def _every_default_changed() -> dict:
             "max_pairs": 2,
             "io_max_pairs": 1,
             "bf16": True,
+            "affine": True,
+            "affine_metric": "gc",
+            "keep_orientation": True,
             "syn": {"deterministic": False, "threads": 2},
         },
         "variants": {"v": {"similarity": "mind", "randomization": "R", "modalities": "first"}},
@@ -245,6 +249,7 @@ def test_every_job_follows_a_changed_default(tmp_path):
         7,
         True,
     )
+    assert (method.affine, method.affine_metric, method.keep_orientation) == (True, "gc", True)
     assert pair_cap(config, "noio") == 2 and pair_cap(config, "io-mind") == 1
     syn = build_method(config, "syn")
     assert (syn.seed, syn.deterministic, syn.threads) == (7, False, 2)

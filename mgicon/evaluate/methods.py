@@ -13,7 +13,8 @@ randomization).  IO runs on a copy of the network, so the weights are the checkp
 sees both scans' voxel arrays permuted/flipped to the fixed scan's recorded axis orientation (its dataset's, which
 the data stage brought the network volumes to; the scan's own where none is recorded), or with
 ``keep_orientation`` the arrays as stored in the scans' files (upstream's behaviour), and, with ``affine``, the
-moving scan affinely pre-aligned by ANTs (the transform is then the composition).  Scores are computed in each
+moving scan affinely pre-aligned by ANTs (``affine_metric``: :func:`mgicon.register.affine_prealign`'s rule; the
+transform is then the composition).  Scores are computed in each
 scan's own physical space, so the orientation the network saw never reaches them.
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 
+from mgicon.config import schema_default
 from mgicon.data.preprocess import normalization_for
 from mgicon.io import itk as itkio
 from mgicon.losses import LNCC_SIGMA, get_similarity
@@ -154,11 +156,14 @@ class NetworkMethod(Method):
         io_dice_weight: float = IO_DICE_WEIGHT,
         keep_orientation: bool = False,
         affine: bool = False,
+        affine_metric: str | None = None,
     ):
         super().__init__(name)
         self.io_lncc_sigma = float(io_lncc_sigma)
         self.io_dice_weight = float(io_dice_weight)  # > 0: IO's Dice term on the scans' label maps (when both have)
         self.keep_orientation, self.affine = bool(keep_orientation), bool(affine)
+        # the pre-alignment's metric rule (None: the schema's evaluation.affine_metric)
+        self.affine_metric = schema_default("evaluation.affine_metric") if affine_metric is None else affine_metric
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise MethodError(f"{self.checkpoint}: no such checkpoint (method {name})")
@@ -180,7 +185,7 @@ class NetworkMethod(Method):
             text += f":dice{self.io_dice_weight}"
         text += ":keep-orientation" if self.keep_orientation else ":reoriented"
         if self.affine:
-            text += ":affine"
+            text += f":affine-{self.affine_metric}"
         return "network:" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def _prepared(
@@ -236,7 +241,7 @@ class NetworkMethod(Method):
         prealign, affine_seconds = None, 0.0
         if self.affine:  # timed: part of the method
             start = time.perf_counter()
-            prealign = (affine_prealign(moving_image, fixed_image, self.seed), fixed_image)
+            prealign = (affine_prealign(moving_image, fixed_image, self.seed, self.affine_metric), fixed_image)
             affine_seconds = time.perf_counter() - start
         labels = bool(self.io_dice_weight > 0 and IO_SIMILARITY[io] and moving.label and fixed.label)
         moving_prepared = self._prepared(moving, masked, moving_image, orientation, prealign, labels)

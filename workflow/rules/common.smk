@@ -70,8 +70,8 @@ def data_params(name):
 
 
 def source_root_checked(wildcards):
-    """No input files.  Evaluated while Snakemake builds the plan, for the datasets the plan needs only: a
-    local dataset's ``source.root`` that is unset or not a folder stops the plan with one line before any job."""
+    """No input files.  Evaluated while Snakemake builds the plan, for the datasets the plan needs only:
+    a local dataset's ``source.root`` unset or not a folder stops the plan with one line before any job."""
     try:
         check_dataset_root(wildcards.dataset, config["datasets"][wildcards.dataset])
     except ConfigError as exc:
@@ -216,6 +216,7 @@ NETWORK_EVALUATION_KEYS = (
     "io_dice_weight",
     "keep_orientation",
     "affine",
+    "affine_metric",
     "device",
     "bf16",
 )
