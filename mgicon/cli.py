@@ -115,7 +115,7 @@ def _add_registration_options(parser: argparse.ArgumentParser, labels: str, mask
     masks come from."""
     from mgicon.config import schema_default
     from mgicon.register import default_io_similarity
-    from mgicon.vocabulary import MULTIGRADICON, SIMILARITIES
+    from mgicon.vocabulary import AFFINE_METRICS, MULTIGRADICON, SIMILARITIES
 
     io_steps, io_lr = schema_default("evaluation.io_iterations"), schema_default("evaluation.io_lr")
     dice_weight = schema_default("evaluation.io_dice_weight")
@@ -162,6 +162,14 @@ def _add_registration_options(parser: argparse.ArgumentParser, labels: str, mask
         action="store_true",
         help="ANTs affine registration first; the network registers the affinely aligned pair and the written "
         "transforms are the composition",
+    )
+    parser.add_argument(
+        "--affine-metric",
+        "--affine_metric",
+        choices=AFFINE_METRICS,
+        default=schema_default("evaluation.affine_metric"),
+        help="--affine's metric: auto (mutual information, then a correlation refinement kept unless it lowers the "
+        "mutual information), mi or gc alone (default %(default)s)",
     )
     _add_intensity_options(parser)
     _add_run_options(parser, "seed of the IO randomness")
@@ -420,6 +428,7 @@ def _register_options(args: argparse.Namespace):
         loss_function_masking=getattr(args, "loss_function_masking", False),
         keep_orientation=args.keep_orientation,
         affine=args.affine,
+        affine_metric=args.affine_metric,
         ct_window=tuple(args.ct_window) if args.ct_window else None,
         quantile_range=tuple(args.quantile_range) if args.quantile_range else None,
         seed=args.seed,

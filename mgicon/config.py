@@ -15,6 +15,10 @@ job reads:
    (columns, ``split`` values, label maps on their image's grid) and released checkpoints (present, or
    downloadable) when they are needed.
 
+A ``local`` dataset's ``source.root`` is checked by :func:`check_dataset_root` only where a plan needs the dataset
+(the manifest rule's input function, while Snakemake builds the plan, before any job runs), so that a dataset no
+target uses never blocks a plan.
+
 Errors are :class:`ConfigError`: one line, ``FILE: key.path: problem``.  Library code never restates a default:
 it reads the resolved config, or :func:`schema_default` where it has no config (the command line).
 """
@@ -263,6 +267,30 @@ def _check_dataset(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]
             )
     if kind == "manifest" and check_files:
         _check_manifest(name, spec, Path(str(source["path"])).expanduser())
+
+
+def check_dataset_root(name: str, spec: Mapping[str, Any]) -> None:
+    """A ``local`` dataset's ``source.root`` is set and names a folder (other source kinds read no root).
+
+    Args:
+        name: the dataset's name in ``datasets``.
+        spec: its entry.
+
+    Raises:
+        ConfigError: naming ``datasets.NAME.source.root``.
+    """
+    source = spec.get("source") or {}
+    if source.get("kind") != "local":
+        return
+    key, root = f"datasets.{name}.source.root", source.get("root")
+    if not root:
+        access = f" ({source['access']})" if source.get("access") else ""
+        raise ConfigError(key, f"not set; a local dataset is read from your copy: set it to that folder{access}")
+    path = Path(str(root)).expanduser()
+    if not path.exists():
+        raise ConfigError(key, f"{path} does not exist")
+    if not path.is_dir():
+        raise ConfigError(key, f"{path} is not a folder")
 
 
 def _check_manifest(name: str, spec: Mapping[str, Any], path: Path) -> None:

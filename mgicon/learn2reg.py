@@ -158,6 +158,7 @@ def submission_job(
         io_lr=float(setting(config, "evaluation.io_lr")),
         keep_orientation=bool(setting(config, "evaluation.keep_orientation")),
         affine=bool(setting(config, "evaluation.affine")),
+        affine_metric=str(setting(config, "evaluation.affine_metric")),
         seed=int(setting(config, "seed")),
         device=str(setting(config, "evaluation.device")),
         bf16=bool(setting(config, "evaluation.bf16")),

@@ -22,6 +22,8 @@ from mgicon.vocabulary import EVAL_COLUMNS, METRIC_COLUMNS, PAIR_KEY
 
 #: the columns :mod:`mgicon.data.preprocess` adds to a manifest: the volumes on the network grid
 NETWORK_COLUMNS = ("network_image", "network_label", "network_mask")
+#: ... and the axis orientation (DICOM code, e.g. ``LPS``) of those volumes' voxel arrays
+ORIENTATION_COLUMN = "orientation"
 #: an evaluation row's numbers: the scores, the unregistered scores, the seconds
 SCORE_COLUMNS = EVAL_COLUMNS[EVAL_COLUMNS.index("metric") + 1 :]
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
@@ -86,6 +88,8 @@ def _text(value: str | None) -> str:
 class ScanRecord:
     """One image of a manifest or ``preprocessed.csv`` row: the scan, its files (None: absent) and its split.
 
+    ``orientation``: the axis orientation of the ``network_*`` volumes' arrays (None: not recorded; a
+    ``preprocessed.csv`` written before the column existed holds the arrays as stored in ``image``).
     ``extra`` holds any other column (the synthetic suite's ground-truth fields), verbatim.
     """
 
@@ -103,6 +107,7 @@ class ScanRecord:
     network_image: str | None = None
     network_label: str | None = None
     network_mask: str | None = None
+    orientation: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict, compare=False)
     columns: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -120,7 +125,7 @@ class ScanRecord:
         _required(row, cls.COLUMNS, where)
         if not row["image"]:
             raise RecordError(f"{_where(where, 'image')}: empty; every scan names its image")
-        known = set(cls.COLUMNS) | set(NETWORK_COLUMNS)
+        known = {*cls.COLUMNS, *NETWORK_COLUMNS, ORIENTATION_COLUMN}
         paths = {c: optional_path(row.get(c)) for c in ("label", "landmarks", "mask", *NETWORK_COLUMNS)}
         return cls(
             dataset=str(row["dataset"]),
@@ -130,18 +135,16 @@ class ScanRecord:
             image=str(row["image"]),
             split=str(row["split"]),
             **paths,
+            orientation=row.get(ORIENTATION_COLUMN) or None,
             extra={k: _text(v) for k, v in row.items() if k not in known},
             columns=tuple(row),
         )
 
     def to_row(self) -> dict[str, str]:
         """The CSV fields, in the columns of the row read (default: the manifest's, extras, the network's set)."""
-        fields = {c: _text(getattr(self, c)) for c in (*self.COLUMNS, *NETWORK_COLUMNS)}
-        columns = self.columns or (
-            *self.COLUMNS,
-            *self.extra,
-            *(c for c in NETWORK_COLUMNS if getattr(self, c) is not None),
-        )
+        added = (*NETWORK_COLUMNS, ORIENTATION_COLUMN)
+        fields = {c: _text(getattr(self, c)) for c in (*self.COLUMNS, *added)}
+        columns = self.columns or (*self.COLUMNS, *self.extra, *(c for c in added if getattr(self, c) is not None))
         return {c: fields[c] if c in fields else self.extra.get(c, "") for c in columns}
 
 

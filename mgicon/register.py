@@ -23,6 +23,7 @@ from mgicon.io.normalize import normalize
 from mgicon.network.inference import predict_map
 from mgicon.network.model import RegistrationNetwork
 from mgicon.optimize import IO_DICE_WEIGHT, IO_LEARNING_RATE, instance_optimize
+from mgicon.vocabulary import AFFINE_GC, AFFINE_METRICS, AFFINE_MI
 from mgicon.vocabulary import LNCC, LNCC2, MULTIGRADICON
 
 
@@ -131,11 +132,51 @@ def read_segmentation(path: str | os.PathLike, like: sitk.Image, like_path: str 
     return array.astype(np.float32)
 
 
-def affine_prealign(moving: sitk.Image, fixed: sitk.Image, seed: int | None = None) -> sitk.AffineTransform:
-    """An ANTs affine registration of ``moving`` to ``fixed`` (fixed → moving points; :mod:`mgicon.io.ants`)."""
+#: the correlation refinement of ``auto``: ANTs' last two affine levels (half and full resolution), from the
+#: mutual-information result (it converges well within these iterations on 40-48 voxels a side)
+AFFINE_REFINEMENT: dict[str, object] = {
+    "aff_metric": "GC",
+    "aff_iterations": (100, 50),
+    "aff_shrink_factors": (2, 1),
+    "aff_smoothing_sigmas": (1, 0),
+}
+#: ``auto`` keeps the refinement unless the pair's mutual information falls by more than this fraction.  Measured
+#: (tests/test_affine.py's phantoms and others, 40-48 voxels a side, seeds 0-2): on monomodal and contrast-inverted
+#: pairs the refinement changes it by -0.8 % to +5 % (interpolation artefacts beside a more precise alignment); on
+#: a non-monotonic pair, where it drifts 2 mm, the mutual information falls by 21-30 % (2 %: about 0.4 mm of drift)
+AFFINE_MI_TOLERANCE = 0.02
+
+
+def affine_prealign(
+    moving: sitk.Image, fixed: sitk.Image, seed: int | None = None, metric: str | None = None
+) -> sitk.AffineTransform:
+    """An ANTs affine registration of ``moving`` to ``fixed`` (fixed → moving points; :mod:`mgicon.io.ants`).
+
+    ``metric`` (:data:`~mgicon.vocabulary.AFFINE_METRICS`; None: the schema's ``evaluation.affine_metric``):
+    ``mi`` or ``gc``: ANTs' ``Affine`` with Mattes mutual information or global correlation.  ``auto``: mutual
+    information first (it holds for any intensity relation), then a global-correlation refinement from its result
+    (more precise where intensities relate linearly: monomodal or contrast-inverted pairs), kept unless it lowers
+    the pair's mutual information by more than :data:`AFFINE_MI_TOLERANCE` (a pair whose intensities relate
+    non-monotonically, e.g. MR and CT, where correlation pulls the alignment away).  No modality flag is needed.
+
+    Raises:
+        ValueError: an unknown ``metric``.
+    """
+    from mgicon.config import schema_default
     from mgicon.io.ants import register_affine
 
-    return register_affine(moving, fixed, seed=seed)
+    metric = schema_default("evaluation.affine_metric") if metric is None else metric
+    if metric not in AFFINE_METRICS:
+        raise ValueError(f"affine metric {metric!r}: choose from {', '.join(AFFINE_METRICS)}")
+    if metric == AFFINE_GC:
+        return register_affine(moving, fixed, seed=seed, aff_metric="GC")
+    first = register_affine(moving, fixed, seed=seed, aff_metric="mattes")
+    if metric == AFFINE_MI:
+        return first
+    refined = register_affine(moving, fixed, seed=seed, initial=first, **AFFINE_REFINEMENT)
+    before = itkio.mutual_information(fixed, moving, first)
+    after = itkio.mutual_information(fixed, moving, refined)
+    return refined if after >= before - AFFINE_MI_TOLERANCE * abs(before) else first
 
 
 def read_for_prealign(path: str | os.PathLike) -> sitk.Image:
@@ -228,6 +269,7 @@ class RegisterOptions:
     loss_function_masking: bool = False
     keep_orientation: bool = _default("evaluation.keep_orientation")
     affine: bool = _default("evaluation.affine")
+    affine_metric: str = _default("evaluation.affine_metric")
     ct_window: tuple[float, float] | None = None
     quantile_range: tuple[float, float] | None = None
     seed: int = _default("seed")
@@ -350,7 +392,9 @@ def register_images(
     )
     prealign = None
     if options.affine:
-        transform = affine_prealign(read_for_prealign(moving.image), read_for_prealign(fixed.image), options.seed)
+        transform = affine_prealign(
+            read_for_prealign(moving.image), read_for_prealign(fixed.image), options.seed, options.affine_metric
+        )
         prealign = (transform, fixed_prepared.image)
     moving_prepared = prepare(
         moving.image,

@@ -5,7 +5,7 @@ checks the schema enums, the rules' wildcard constraints and the tables' labels 
 the order the tables print them.  This module imports nothing of the project, so every layer may import it.
 
 * IO settings (evaluation): ``noio`` (the network's prediction), ``io-lncc2`` (instance optimization under
-  1 − LNCC²), ``io-mind`` (under MIND-SSC).
+  1 − LNCC²), ``io-mind`` (under MIND-SSC); the affine pre-alignment's metric rules ``auto``, ``mi``, ``gc``.
 * Methods: the baselines (``identity``, ``syn``, ``ground-truth``), the paper's variants (Sec. 4, configured under
   ``variants:``), the Erratum's bugged variant, and released checkpoints evaluated as ``released-<model>``.
 * Metrics: a test dataset scores ``dice`` or ``landmarks`` (mTRE); every method also scores
@@ -32,6 +32,12 @@ LNCC, LNCC2, MIND = "lncc", "lncc2", "mind"
 SIMILARITIES: tuple[str, ...] = (LNCC, LNCC2, MIND)
 #: loss-randomization modes of a variant (Sec. 3.2, :mod:`mgicon.data.sampler`): none, one shared, one per side
 RANDOMIZATIONS: tuple[str, ...] = ("B", "F", "R")
+
+#: the metric rule of the ANTs affine pre-alignment (``--affine-metric``, ``evaluation.affine_metric``): ``auto``
+#: (mutual information, then a global-correlation refinement where it keeps the mutual information,
+#: :func:`mgicon.register.affine_prealign`), or one metric alone: Mattes mutual information or global correlation
+AFFINE_AUTO, AFFINE_MI, AFFINE_GC = "auto", "mi", "gc"
+AFFINE_METRICS: tuple[str, ...] = (AFFINE_AUTO, AFFINE_MI, AFFINE_GC)
 
 # ---------------------------------------------------------------------------------------------------- methods
 

@@ -55,6 +55,7 @@ EXPECTED_DEFAULTS = {
         "io_lncc_sigma": 5.0,
         "keep_orientation": False,
         "affine": False,
+        "affine_metric": "auto",
         "max_pairs": None,
         "io_max_pairs": None,
         "device": "cpu",
@@ -218,6 +219,9 @@ def _every_default_changed() -> dict:
             "max_pairs": 2,
             "io_max_pairs": 1,
             "bf16": True,
+            "affine": True,
+            "affine_metric": "gc",
+            "keep_orientation": True,
             "syn": {"deterministic": False, "threads": 2},
         },
         "variants": {"v": {"similarity": "mind", "randomization": "R", "modalities": "first"}},
@@ -245,6 +249,7 @@ def test_every_job_follows_a_changed_default(tmp_path):
         7,
         True,
     )
+    assert (method.affine, method.affine_metric, method.keep_orientation) == (True, "gc", True)
     assert pair_cap(config, "noio") == 2 and pair_cap(config, "io-mind") == 1
     syn = build_method(config, "syn")
     assert (syn.seed, syn.deterministic, syn.threads) == (7, False, 2)
@@ -281,6 +286,46 @@ def test_snakemake_dry_run_stops_on_a_config_mistake_with_one_line(tmp_path):
     errors = [line for line in run.stderr.splitlines() if "config error" in line]
     assert len(errors) == 1 and "bad.yaml" in errors[0] and "training.stpes" in errors[0], run.stderr
     assert "Traceback" not in run.stderr
+
+
+def _local_dataset(root) -> dict:
+    """The demo's brain set with a ``mine`` dataset read from ``root`` by a local layout."""
+    source = {"kind": "local", "root": root, "layout": {"images": {"t1w": "{subject}.nii.gz"}}}
+    mine = {"region": "Brain", "modalities": ["t1w"], "pairing": "inter", "stages": ["test"], "source": source}
+    return {"datasets": {**MINIMAL["datasets"], "mine": mine}}
+
+
+def _dry_run(tmp_path, config: dict, *targets: str) -> subprocess.CompletedProcess:
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [SNAKEMAKE, "-n", *targets, "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path)]
+        + ["--configfile", str(tmp_path / "mine.yaml")],
+        capture_output=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("root, problem", [(None, "not set"), ("gone", "does not exist"), ("a-file", "not a folder")])
+def test_snakemake_dry_run_stops_on_an_unusable_dataset_root_with_one_line(tmp_path, root, problem):
+    """A local dataset's root that is null, missing or a file stops the plan before any job (it used to fail in
+    the dataset's manifest job, with a traceback in its log)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    run = _dry_run(tmp_path, _local_dataset(root))
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if "config error" in line]
+    assert len(errors) == 1, run.stderr
+    assert "mine.yaml: datasets.mine.source.root: " in errors[0] and problem in errors[0], errors[0]
+    assert "Traceback" not in run.stderr and "manifest.log" not in run.stdout + run.stderr
+
+
+def test_a_dataset_root_only_blocks_the_plans_that_need_it(tmp_path):
+    run = _dry_run(tmp_path, _local_dataset(None), "results/data/syn-brain/preprocessed.csv")
+    assert run.returncode == 0, run.stderr[-2000:]
+    (tmp_path / "copy").mkdir()
+    run = _dry_run(tmp_path, _local_dataset("copy"))  # a folder: its files are the manifest job's to read
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "results/data/mine/manifest.csv" in run.stdout
 
 
 @pytest.mark.parametrize(

@@ -197,7 +197,7 @@ def test_own_manifest_resolves_relative_paths_and_names_missing(tmp_path):
 
 
 def test_controlled_access_without_root_says_what_to_set(tmp_path):
-    with pytest.raises(DatasetSourceError, match=r"set datasets.HCP.source.root.*ConnectomeDB"):
+    with pytest.raises(DatasetSourceError, match=r"datasets.HCP.source.root: not set; .*your copy.*ConnectomeDB"):
         dataset_rows("HCP", {"kind": "local", "root": None, "access": "ConnectomeDB"}, tmp_path, tmp_path)
 
 

@@ -27,7 +27,7 @@ def _image(shape_zyx) -> sitk.Image:
     return make_image(array.astype(np.float32), SPACING, ORIGIN)
 
 
-def _other_orientation(image: sitk.Image) -> sitk.Image:
+def _other_orientation(image: sitk.Image, Q: np.ndarray = Q) -> sitk.Image:
     """The same physical image stored with the index axes of ``Q`` (by hand, not through DICOMOrient)."""
     old_size = np.array(image.GetSize())
     new_size = np.abs(Q.T) @ old_size
@@ -135,3 +135,92 @@ def test_figure_panels_show_one_anatomical_orientation():
     other = panel_data(moving, moving, identity)
     for key in ("fixed", "moving", "warped", "jacobian"):
         np.testing.assert_allclose(other[key], stored[key], atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ the pipeline's data stage
+RAI = -np.eye(3, dtype=int)  # every index axis reversed: x towards the right, y anterior, z inferior
+
+
+def _dataset(root, name: str, stored: list[np.ndarray | None], keep: bool = False, same: bool = False) -> dict:
+    """A manifest dataset of one subject per entry of ``stored`` (an image and a label map each, different data per
+    subject unless ``same``), subject ``i`` stored in ``stored[i]``'s axes (None: LPS, as built); returns the config
+    the data stage reads."""
+    from mgicon.data.manifest import write_manifest
+
+    folder = root / name
+    folder.mkdir()
+    rows = []
+    for i, q in enumerate(stored):
+        array = 100 * smooth_volume((16, 20, 24), 0 if same else i, scale=4)[0, 0].numpy()
+        image = make_image((array + np.linspace(0, 30, 24)[None, None, :]).astype(np.float32), SPACING)
+        label = itkio.from_array((itkio.to_array(image) > 60).astype(np.uint8) + 1, like=image)
+        if q is not None:
+            image, label = _other_orientation(image, q), _other_orientation(label, q)
+        for what, data in (("image", image), ("label", label)):
+            sitk.WriteImage(data, str(folder / f"s{i}_{what}.nii.gz"))
+        rows.append({"dataset": name, "subject": f"s{i}", "timepoint": "", "modality": "t1w", "split": "test"})
+        rows[-1].update(image=f"s{i}_image.nii.gz", label=f"s{i}_label.nii.gz", landmarks="", mask="")
+    write_manifest(rows, folder / "manifest.csv")
+    source = {"kind": "manifest", "path": str(folder / "manifest.csv")}
+    spec = {"region": "Brain", "modalities": ["t1w"], "pairing": "inter", "stages": ["test"], "source": source}
+    network = {"preset": "tiny", "input_shape": list(SHAPE)}
+    return {"network": network, "datasets": {name: {**spec, "keep_orientation": keep}}}
+
+
+def _preprocessed(tmp_path, name: str, stored, keep: bool = False, same: bool = False) -> list:
+    """The data stage's rows of the dataset (manifest, then the ``preprocess`` rule's function)."""
+    from mgicon.config import resolve
+    from mgicon.data.build import build_manifest, preprocess_dataset, read_preprocessed
+    from mgicon.records import ScanRecord
+
+    config = resolve(_dataset(tmp_path, name, stored, keep, same), check_files=False)
+    out = tmp_path / "results" / name
+    build_manifest(name, config, out / "manifest.csv")
+    preprocess_dataset(name, config, out / "manifest.csv", out / "preprocessed.csv")
+    return [ScanRecord.from_row(r) for r in read_preprocessed(out / "preprocessed.csv")]
+
+
+def _arrays(scans, column: str) -> list[np.ndarray]:
+    return [itkio.to_array(itkio.read_image(getattr(s, column))) for s in scans]
+
+
+def test_the_data_stage_brings_a_mixed_dataset_to_one_orientation(tmp_path):
+    """Half the scans stored RAI (copies of the same data): the network volumes and label maps are the all-LPS
+    dataset's (the RAI half permuted back, no resampling), the orientation is recorded; ``keep_orientation``
+    keeps the RAI arrays as stored."""
+    lps = _preprocessed(tmp_path, "lps", [None] * 4)
+    mixed = _preprocessed(tmp_path, "mixed", [None, RAI, None, RAI])
+    kept = _preprocessed(tmp_path, "kept", [None, RAI, None, RAI], keep=True)
+    assert itkio.orientation_code(itkio.read_image(mixed[1].image)) == "RAI"
+    assert [s.orientation for s in lps] == [s.orientation for s in mixed] == ["LPS"] * 4
+    assert [s.orientation for s in kept] == ["LPS", "RAI", "LPS", "RAI"]
+    for column in ("network_image", "network_label"):
+        for a, b in zip(_arrays(lps, column), _arrays(mixed, column)):
+            np.testing.assert_allclose(b, a, atol=1e-5)
+        for i, (a, b) in enumerate(zip(_arrays(lps, column), _arrays(kept, column))):
+            assert np.allclose(a, b, atol=1e-5) == (i % 2 == 0), (column, i)
+    # the volumes still cover each scan's field of view: the same physical grid as the LPS dataset's
+    for a, b in zip(lps, mixed):
+        assert itkio.same_grid(itkio.read_image(a.network_image), itkio.read_image(b.network_image))
+
+
+@pytest.mark.parametrize("keep_data", [False, True])
+def test_evaluation_sees_the_data_stage_volumes_in_one_orientation(tmp_path, keep_data):
+    """The network method on two copies of one image, stored LPS (moving) and RAI (fixed), from the data stage's
+    volumes (reoriented, or kept as stored): the network sees equal arrays, so a network whose displacement is
+    ``k · (moving − fixed)`` gives the identity in physical space; ``evaluation.keep_orientation`` gives it the
+    arrays as stored in the files (mirrored here), as upstream, and the transform moves points."""
+    from mgicon.evaluate.methods import make_method
+    from mgicon.testing import known_output_network
+
+    model = tmp_path / "difference.pt"
+    save_checkpoint(known_output_network(antisymmetric=[0.05, -0.04, 0.04], input_shape=SHAPE), model)
+    moving, fixed = _preprocessed(tmp_path, "pair", [None, RAI], keep=keep_data, same=True)
+    fixed_image = itkio.read_image(fixed.image)
+    assert itkio.orientation_code(fixed_image) == "RAI" and fixed.orientation == ("RAI" if keep_data else "LPS")
+    corner = np.array(fixed_image.GetSize()) - 1
+    points = itkio.index_to_physical(fixed_image, np.random.default_rng(2).uniform(0, corner, (50, 3)))
+    for keep, identity in ((False, True), (True, False)):
+        method = make_method("ours", "network", checkpoint=model, keep_orientation=keep)
+        moved = itkio.transform_points(method.register(moving, fixed, False, "noio").transform, points)
+        assert np.allclose(moved, points, atol=1e-3) == identity, (keep, np.abs(moved - points).max())

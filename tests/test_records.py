@@ -76,6 +76,7 @@ SCAN_ROW = {
     "network_image": "n.nii.gz",
     "network_label": "nl.nii.gz",
     "network_mask": "",
+    "orientation": "RAI",
 }
 
 
@@ -102,6 +103,7 @@ def test_rows_round_trip_through_their_records(tmp_path):
     scan = ScanRecord.from_row(SCAN_ROW)
     assert scan.to_row() == SCAN_ROW and list(scan.to_row()) == list(SCAN_ROW)
     assert scan.landmarks is None and scan.network_mask is None and scan.extra["gt_to_template"] == "t.nii.gz"
+    assert scan.orientation == "RAI" and "orientation" not in scan.extra
     manifest_row = {k: SCAN_ROW[k] for k in ScanRecord.COLUMNS}
     assert ScanRecord.from_row(manifest_row).to_row() == manifest_row  # no network columns appear
 

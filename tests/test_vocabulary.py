@@ -27,6 +27,7 @@ SCHEMA_ENUMS = {
     "variants.*.io[]": v.IO_SETTINGS,
     "evaluation.baselines[]": v.BASELINES,
     "evaluation.io[]": v.IO_SETTINGS,
+    "evaluation.affine_metric": v.AFFINE_METRICS,
     "datasets.*.pairing": v.PAIRINGS,
     "datasets.*.stages[]": v.DATA_STAGES,
     "datasets.*.evaluation.metric": v.DATASET_METRICS,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from mgicon.config import ConfigError, check_dataset_root
 from mgicon.data.archive import extract
 from mgicon.data.manifest import (
     COLUMNS,
@@ -370,16 +371,11 @@ def dataset_rows(
     if kind == "download":
         return _read_layout(name, fetch_archive(name, source, resources), source)
     if kind == "local":
-        root = source.get("root")
-        if not root:
-            hint = f" ({source['access']})" if source.get("access") else ""
-            raise DatasetSourceError(
-                f"dataset {name}: controlled-access data; set datasets.{name}.source.root to your copy{hint}"
-            )
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise DatasetSourceError(f"dataset {name}: root {root} is not a folder")
-        return _read_layout(name, root, source)
+        try:
+            check_dataset_root(name, {"source": source})
+        except ConfigError as exc:
+            raise DatasetSourceError(str(exc)) from None
+        return _read_layout(name, Path(source["root"]).expanduser(), source)
     if kind == "manifest":
         path = Path(source["path"]).expanduser()
         try:

@@ -1,7 +1,8 @@
 """The data stage's jobs, one function per Snakemake rule (the rule scripts only unpack ``snakemake`` and call).
 
 Artifacts: ``results/data/{dataset}/manifest.csv`` (one row per original image), ``results/data/{dataset}/
-preprocessed.csv`` (the same rows plus the network-shape volumes under ``results/data/{dataset}/network/``),
+preprocessed.csv`` (the same rows plus the network-shape volumes under ``results/data/{dataset}/network/`` and
+their arrays' axis orientation),
 ``results/pairs/{stage}/{dataset}.csv`` and ``results/pairs/{stage}/weights.csv``.
 """
 
@@ -99,6 +100,22 @@ def build_preprocessed(
     write_csv(
         [{**r, **{c: _portable(r[c], out.parent) for c in PATH_COLUMNS if r.get(c)}} for r in processed], out, COLUMNS
     )
+
+
+def preprocess_dataset(
+    name: str, config: Mapping[str, Any], manifest: str | os.PathLike, out: str | os.PathLike
+) -> None:
+    """The ``preprocess`` rule: :func:`build_preprocessed` with every scan brought to the axis orientation most of
+    the dataset's images are stored in (:func:`mgicon.io.itk.common_orientation`, as ``mgicon finetune`` does), so
+    that a dataset of mixed orientations never pairs mirrored or axis-swapped arrays; ``datasets.NAME.
+    keep_orientation`` keeps each as stored."""
+    from mgicon.io.itk import common_orientation
+
+    orientation = None
+    if not load_registry(config["datasets"])[name].keep_orientation:
+        manifest = Path(manifest)
+        orientation = common_orientation([r["image"] for r in _absolute(read_manifest(manifest), manifest)])
+    build_preprocessed(name, config, manifest, out, orientation)
 
 
 def read_preprocessed(path: str | os.PathLike) -> list[dict[str, str]]:

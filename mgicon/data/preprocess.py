@@ -17,6 +17,7 @@ import numpy as np
 
 from mgicon.io import itk as itkio
 from mgicon.io.normalize import normalize
+from mgicon.records import ORIENTATION_COLUMN
 
 CT_LIKE = {"ct", "cbct"}
 
@@ -34,11 +35,12 @@ def preprocess_rows(
     rows: Sequence[Mapping[str, str]], shape: Sequence[int], out_dir: str | Path, orientation: str | None = None
 ) -> list[dict]:
     """Normalise and resize every image (and its label and mask) of a manifest; returns the rows with the
-    ``network_*`` columns pointing at the written volumes.
+    ``network_*`` columns pointing at the written volumes and ``orientation`` holding their arrays' axis
+    orientation.
 
     ``orientation`` (a DICOM code, e.g. ``"LPS"``): every volume's voxel array is first permuted and flipped to it
     (:func:`mgicon.io.itk.reorient`, no resampling), so scans stored in different axis orientations reach the
-    network alike; None keeps each as stored (the pipeline's data stage)."""
+    network alike; None keeps each as stored."""
     out_dir = Path(out_dir)
     done: dict[str, str] = {}
     out = []
@@ -51,6 +53,7 @@ def preprocess_rows(
         target = out_dir / f"{_scan_name(row)}_{row['modality']}.nii.gz"
         itkio.write_image(itkio.on_network_grid(volume, image), target)
         new = {**row, "network_image": str(target), "network_label": "", "network_mask": ""}
+        new[ORIENTATION_COLUMN] = itkio.orientation_code(image)
         for key, column, dtype in (("label", "network_label", np.uint16), ("mask", "network_mask", np.uint8)):
             source = row.get(key)
             if not source:

@@ -39,6 +39,7 @@ class DatasetSpec:
     regions: int
     ct_inversion: bool
     roi_mask: bool
+    keep_orientation: bool
     max_pairs: int
     evaluation: Mapping[str, Any]
     table: int | None

@@ -77,6 +77,7 @@ def build_method(config: Mapping[str, Any], method: str, checkpoint: str | os.Pa
         io_dice_weight=float(setting(config, "evaluation.io_dice_weight")),
         keep_orientation=bool(setting(config, "evaluation.keep_orientation")),
         affine=bool(setting(config, "evaluation.affine")),
+        affine_metric=str(setting(config, "evaluation.affine_metric")),
     )
 
 

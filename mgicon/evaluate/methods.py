@@ -10,9 +10,12 @@ Methods: ``identity`` (the unregistered scores), ``ground-truth`` (the synthetic
 ``syn`` (ANTsPy SyN, mutual information) and ``network`` (a trained variant or a released ``.trch``, without IO or
 with IO: ``io-lncc2`` = 1 − LNCC², ``io-mind`` = MIND-SSC, Adam at the paper's lr 2e-5 for 50 steps, no loss
 randomization).  IO runs on a copy of the network, so the weights are the checkpoint's for every pair.  A network
-sees the moving scan's voxel array permuted/flipped to the fixed scan's axis orientation (``keep_orientation``:
-the arrays as stored, upstream's behaviour) and, with ``affine``, affinely pre-aligned by ANTs (the transform is
-then the composition).
+sees both scans' voxel arrays permuted/flipped to the fixed scan's recorded axis orientation (its dataset's, which
+the data stage brought the network volumes to; the scan's own where none is recorded), or with
+``keep_orientation`` the arrays as stored in the scans' files (upstream's behaviour), and, with ``affine``, the
+moving scan affinely pre-aligned by ANTs (``affine_metric``: :func:`mgicon.register.affine_prealign`'s rule; the
+transform is then the composition).  Scores are computed in each
+scan's own physical space, so the orientation the network saw never reaches them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import torch
 
+from mgicon.config import schema_default
 from mgicon.data.preprocess import normalization_for
 from mgicon.io import itk as itkio
 from mgicon.losses import LNCC_SIGMA, get_similarity
@@ -152,11 +156,14 @@ class NetworkMethod(Method):
         io_dice_weight: float = IO_DICE_WEIGHT,
         keep_orientation: bool = False,
         affine: bool = False,
+        affine_metric: str | None = None,
     ):
         super().__init__(name)
         self.io_lncc_sigma = float(io_lncc_sigma)
         self.io_dice_weight = float(io_dice_weight)  # > 0: IO's Dice term on the scans' label maps (when both have)
         self.keep_orientation, self.affine = bool(keep_orientation), bool(affine)
+        # the pre-alignment's metric rule (None: the schema's evaluation.affine_metric)
+        self.affine_metric = schema_default("evaluation.affine_metric") if affine_metric is None else affine_metric
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise MethodError(f"{self.checkpoint}: no such checkpoint (method {name})")
@@ -178,7 +185,7 @@ class NetworkMethod(Method):
             text += f":dice{self.io_dice_weight}"
         text += ":keep-orientation" if self.keep_orientation else ":reoriented"
         if self.affine:
-            text += ":affine"
+            text += f":affine-{self.affine_metric}"
         return "network:" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def _prepared(
@@ -191,32 +198,29 @@ class NetworkMethod(Method):
         labels: bool = False,
     ) -> PreparedImage:
         """The normalised image on the network grid (the data stage's volume when its shape fits and there is no
-        ``prealign``), and its mask, with its voxel array in ``orientation`` (None: as stored) as
+        ``prealign``), and its mask, with its voxel array in ``orientation`` (None: as stored in ``image``) as
         :func:`mgicon.register.prepare` gives it; with ``labels``, also its label map (IO's Dice term)."""
-        volume = None
-        if scan.network_image and prealign is None:
-            volume = itkio.to_array(itkio.read_image(scan.network_image))
-            if orientation is not None:  # resizing commutes with the permutation and flips
-                volume = itkio.reorient_array(volume, image, orientation)
+        target = itkio.orientation_code(image) if orientation is None else orientation
+
+        def network_array(path: str) -> Any:
+            """A data-stage volume's array in ``target`` (its file's direction says how it is stored; resizing
+            commutes with the permutation and flips)."""
+            volume_image = itkio.read_image(path)
+            return itkio.reorient_array(itkio.to_array(volume_image), volume_image, target).astype("float32")
+
+        volume = network_array(scan.network_image) if scan.network_image and prealign is None else None
         if volume is not None and volume.shape == self.shape:
-            tensor = torch.from_numpy(volume.astype("float32"))[None, None]
+            tensor = torch.from_numpy(volume)[None, None]
             mask = None
             if masked:
                 if not scan.network_mask:
                     raise MethodError(f"{scan.image}: masked evaluation needs a mask, the scan has none")
-                mask_array = itkio.to_array(itkio.read_image(scan.network_mask)).astype("float32")
-                if orientation is not None:
-                    mask_array = itkio.reorient_array(mask_array, image, orientation)
-                mask = (torch.from_numpy(mask_array) > 0).float()[None, None]
+                mask = (torch.from_numpy(network_array(scan.network_mask)) > 0).float()[None, None]
                 tensor = tensor * mask
-            grid = image if orientation is None else itkio.reorient(image, orientation)
             segmentation = None
             if labels and scan.network_label:
-                seg_array = itkio.to_array(itkio.read_image(scan.network_label)).astype("float32")
-                if orientation is not None:
-                    seg_array = itkio.reorient_array(seg_array, image, orientation)
-                segmentation = torch.from_numpy(seg_array)[None, None]
-            return PreparedImage(image, tensor, mask, grid, None, segmentation)
+                segmentation = torch.from_numpy(network_array(scan.network_label))[None, None]
+            return PreparedImage(image, tensor, mask, itkio.reorient(image, target), None, segmentation)
         if masked and not scan.mask:
             raise MethodError(f"{scan.image}: masked evaluation needs a mask, the scan has none")
         return prepare(
@@ -233,11 +237,11 @@ class NetworkMethod(Method):
     def register(self, moving, fixed, masked, io):
         self.check_io(io)
         moving_image, fixed_image = itkio.read_image(moving.image), itkio.read_image(fixed.image)
-        orientation = None if self.keep_orientation else itkio.orientation_code(fixed_image)
+        orientation = None if self.keep_orientation else fixed.orientation or itkio.orientation_code(fixed_image)
         prealign, affine_seconds = None, 0.0
         if self.affine:  # timed: part of the method
             start = time.perf_counter()
-            prealign = (affine_prealign(moving_image, fixed_image, self.seed), fixed_image)
+            prealign = (affine_prealign(moving_image, fixed_image, self.seed, self.affine_metric), fixed_image)
             affine_seconds = time.perf_counter() - start
         labels = bool(self.io_dice_weight > 0 and IO_SIMILARITY[io] and moving.label and fixed.label)
         moving_prepared = self._prepared(moving, masked, moving_image, orientation, prealign, labels)

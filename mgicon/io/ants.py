@@ -211,14 +211,28 @@ def register(
     return AntsRun([files] if isinstance(files, str) else list(files), seconds)
 
 
-def register_affine(moving: sitk.Image, fixed: sitk.Image, *, seed: int | None = None) -> sitk.AffineTransform:
-    """An ANTs affine registration (``type_of_transform="Affine"``, ANTs' defaults) of ``moving`` to ``fixed``:
-    the affine mapping fixed physical points to moving ones.  Its files live in a temporary folder only."""
+def register_affine(
+    moving: sitk.Image,
+    fixed: sitk.Image,
+    *,
+    seed: int | None = None,
+    initial: sitk.Transform | None = None,
+    **options: Any,
+) -> sitk.AffineTransform:
+    """An ANTs affine registration (``type_of_transform="Affine"``) of ``moving`` to ``fixed``: the affine mapping
+    fixed physical points to moving ones.  ``options`` are ``ants.registration``'s (``aff_metric``,
+    ``aff_iterations``, ...; ANTs' defaults where not given: Mattes mutual information, 4 levels); ``initial``
+    (fixed → moving points) is where ANTs starts (default: the images' centres of mass) and is part of the
+    result.  Its files live in a temporary folder only."""
     import tempfile
 
     cast = [sitk.Cast(image, sitk.sitkFloat32) for image in (moving, fixed)]
     with tempfile.TemporaryDirectory(prefix="mgicon-affine-") as folder:
-        run = register(*cast, os.path.join(folder, "affine_"), type_of_transform="Affine", seed=seed)
+        if initial is not None:
+            start = os.path.join(folder, "initial.mat")
+            sitk.WriteTransform(initial, start)
+            options["initial_transform"] = [start]
+        run = register(*cast, os.path.join(folder, "affine_"), type_of_transform="Affine", seed=seed, **options)
         if len(run.fwdtransforms) != 1 or not run.fwdtransforms[0].endswith(".mat"):
             raise RuntimeError(f"ANTs affine registration wrote {run.fwdtransforms}, expected one .mat file")
         return _affine_from_file(run.fwdtransforms[0])

@@ -718,6 +718,19 @@ def warp_image(
     return sitk.Resample(image, reference, transform, interpolator, 0.0, image.GetPixelID())
 
 
+def mutual_information(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, bins: int = 32) -> float:
+    """Mattes mutual information (nats) of ``fixed`` and ``moving`` seen through ``transform`` (fixed → moving
+    points), over every fixed voxel that maps inside ``moving`` (linear interpolation, one thread: repeatable)."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(bins)
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform)
+    method.SetNumberOfThreads(1)
+    # ITK's metric value is the negative mutual information (a cost)
+    return -method.MetricEvaluate(sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32))
+
+
 def read_header(path: str | os.PathLike) -> sitk.ImageFileReader:
     """The geometry of an image file (size, spacing, origin, direction) without reading its voxels."""
     reader = sitk.ImageFileReader()

@@ -199,6 +199,7 @@ NETWORK_EVALUATION_KEYS = (
     "io_dice_weight",
     "keep_orientation",
     "affine",
+    "affine_metric",
     "device",
     "bf16",
 )

@@ -2,6 +2,8 @@
 
 
 rule manifest:
+    input:
+        source_root_checked,
     output:
         f"{RESULTS}/data/{{dataset}}/manifest.csv",
     log:

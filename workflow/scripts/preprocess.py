@@ -1,4 +1,4 @@
-"""Rule ``preprocess``: normalised, network-shape volumes of a dataset (mgicon.data.build.build_preprocessed)."""
+"""Rule ``preprocess``: normalised, network-shape volumes of a dataset (mgicon.data.build.preprocess_dataset)."""
 
 import sys
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821 (snakemake is injected)
 from _log import logged  # noqa: E402
 
-from mgicon.data.build import build_preprocessed  # noqa: E402
+from mgicon.data.build import preprocess_dataset  # noqa: E402
 
 with logged(snakemake):  # noqa: F821
-    build_preprocessed(
+    preprocess_dataset(
         snakemake.wildcards.dataset,
         snakemake.params.config,
         snakemake.input[0],
