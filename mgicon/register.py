@@ -23,8 +23,7 @@ from mgicon.io.normalize import normalize
 from mgicon.network.inference import predict_map
 from mgicon.network.model import RegistrationNetwork
 from mgicon.optimize import IO_DICE_WEIGHT, IO_LEARNING_RATE, instance_optimize
-from mgicon.vocabulary import AFFINE_GC, AFFINE_METRICS, AFFINE_MI
-from mgicon.vocabulary import LNCC, LNCC2, MULTIGRADICON
+from mgicon.vocabulary import AFFINE_GC, AFFINE_METRICS, AFFINE_MI, LNCC, LNCC2, MULTIGRADICON
 
 
 @dataclass
