@@ -61,7 +61,7 @@ EXPECTED_DEFAULTS = {
         "device": "cpu",
         "bf16": False,
         "threads": 2,
-        "syn": {"deterministic": True, "threads": None},
+        "syn": {"deterministic": True, "threads": None, "max_pairs": None},
         "released": {},
         "figures": True,
         "column_order": {},

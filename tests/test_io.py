@@ -123,3 +123,20 @@ def test_label_maps_warp_nearest_and_keep_their_type(pixel):
     warped = itkio.warp_image(image, shift, image)
     assert warped.GetPixelID() == pixel
     assert set(np.unique(itkio.to_array(warped))) <= {0, 3, 7}
+
+
+def test_cached_reads_decode_a_file_once_and_see_changes(tmp_path, monkeypatch):
+    path = tmp_path / "a.nii.gz"
+    itkio.write_image(make_image(np.arange(24, dtype=np.float32).reshape(2, 3, 4)), path)
+    decoded = []
+    real = itkio._read_image
+    monkeypatch.setattr(itkio, "_read_image", lambda p, what: decoded.append(p) or real(p, what))
+    with itkio.cached_reads():
+        first = itkio.read_image(path)
+        first[0, 0, 0] = -1.0  # a caller's change stays its own
+        second = itkio.read_image(path)
+        assert len(decoded) == 1 and itkio.to_array(second)[0, 0, 0] == 0.0
+        itkio.write_image(make_image(np.ones((2, 3, 5), np.float32)), path)
+        assert itkio.read_image(path).GetSize() == (5, 3, 2) and len(decoded) == 2
+    itkio.read_image(path)
+    assert len(decoded) == 3  # no cache outside the context

@@ -12,6 +12,7 @@ from mgicon.data.build import read_preprocessed
 from mgicon.data.registry import load_registry
 from mgicon.evaluate.methods import Method, MethodError, make_method
 from mgicon.evaluate.runner import evaluate_pairs, select_pairs, summary_metrics
+from mgicon.io import itk as itkio
 from mgicon.records import EvalRecord, PairRecord, ScanRecord, parse_rows, read_records
 from mgicon.vocabulary import BASELINES, NETWORK, NOIO, SYN
 
@@ -138,7 +139,8 @@ def run_evaluation(
             pairs = select_pairs(read_records(files.pairs_csv, PairRecord), spec, pair_cap(config, io, built.kind))
             log(f"{method} / {io} / {name}: {len(pairs)} pairs")
             scans = parse_rows(read_preprocessed(files.preprocessed_csv), ScanRecord, files.preprocessed_csv)
-            rows = evaluate_pairs(built, io, spec, pairs, scans, files.out_csv, files.example_out, log)
+            with itkio.cached_reads():  # each scan is in several pairs
+                rows = evaluate_pairs(built, io, spec, pairs, scans, files.out_csv, files.example_out, log)
             results[name] = rows
             tracker.log_metrics({f"{name}/{k}": v for k, v in summary_metrics(rows).items()}, step=0)
             tracker.log_artifact(files.out_csv, f"eval/{name}")

@@ -16,6 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -23,7 +24,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, Sequence
+from typing import BinaryIO, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -349,11 +350,43 @@ def _itk_reason(exc: RuntimeError) -> str:
     return "unreadable"
 
 
+#: while :func:`cached_reads` is active: the images read so far, by file, its state on disk and ``what``
+_read_cache: dict[tuple[str, int, int, str], sitk.Image] | None = None
+
+
+@contextlib.contextmanager
+def cached_reads() -> Iterator[None]:
+    """While active, :func:`read_image` decodes each unchanged file once: a job that reads the same scans for many
+    pairs (the evaluation: every scan is in several pairs, its label map scored each time) pays for one read.
+    A file that changes on disk (size or modification time) is read again; callers get copy-on-write copies
+    (SimpleITK images), so changing one never changes the cache.  Nested uses share the outermost cache."""
+    global _read_cache
+    if _read_cache is not None:
+        yield
+        return
+    _read_cache = {}
+    try:
+        yield
+    finally:
+        _read_cache = None
+
+
 def read_image(path: str | os.PathLike, *, what: str = "image") -> sitk.Image:
-    """Read a 3-D scalar image (any ITK format, or a folder holding one DICOM series)."""
+    """Read a 3-D scalar image (any ITK format, or a folder holding one DICOM series); memoised within
+    :func:`cached_reads`."""
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
+    if _read_cache is None or path.is_dir():
+        return _read_image(path, what)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, what)
+    if key not in _read_cache:
+        _read_cache[key] = _read_image(path, what)
+    return sitk.Image(_read_cache[key])
+
+
+def _read_image(path: Path, what: str) -> sitk.Image:
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()

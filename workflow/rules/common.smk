@@ -4,7 +4,14 @@ import os
 import re
 import sys
 
-from mgicon.config import ConfigError, JobParams, learn2reg_method, resolve, syn_threads
+from mgicon.config import (
+    ConfigError,
+    JobParams,
+    check_dataset_root,
+    learn2reg_method,
+    resolve,
+    syn_threads,
+)
 from mgicon.data.registry import in_stage, load_registry
 from mgicon.vocabulary import (
     BASELINES as BASELINE_METHODS,
@@ -23,8 +30,10 @@ from mgicon.vocabulary import (
 )
 from mgicon.weights import RELEASE_URLS
 
+# named in config errors
+CONFIG_FILES = ", ".join(str(f) for f in workflow.configfiles) or None
 try:  # every default from the schema, every mistake named before any job runs
-    _resolved = resolve(config, [str(f) for f in workflow.configfiles] or None)
+    _resolved = resolve(config, CONFIG_FILES)
 except ConfigError as exc:
     print(f"config error: {exc}", file=sys.stderr)
     sys.exit(2)
@@ -65,6 +74,22 @@ def data_params(name):
         "synthetic",
         datasets={name: config["datasets"][name]},
     )
+
+
+def source_root_checked(wildcards):
+    """No input files.  Evaluated while Snakemake builds the plan, for the datasets the plan needs only:
+    a local dataset's ``source.root`` unset or not a folder stops the plan with one line before any job.
+    """
+    try:
+        check_dataset_root(wildcards.dataset, config["datasets"][wildcards.dataset])
+    except ConfigError as exc:
+        print(
+            f"config error: {ConfigError(exc.key, exc.problem, CONFIG_FILES)}",
+            file=sys.stderr,
+        )
+        # Snakemake wraps an input function's Exception (with a traceback); a SystemExit passes through
+        sys.exit(2)
+    return []
 
 
 def stage_params(stage):
