@@ -160,8 +160,8 @@ EDGE = 8
 def test_ground_truth_method_recovers_truth(suite, tmp_path):
     """Synthetic ground truth: landmarks land on their partners (< 0.1 mm), no folds inside the field of view (at
     its edge the exact map leaves the stored fields' grid, outside which ITK's field transforms are the identity),
-    Dice = an independent nearest-neighbour computation (the voxel-label ceiling, ≥ 0.8 on this suite's coarse grids) and far above the
-    unregistered Dice."""
+    Dice = an independent nearest-neighbour computation (the voxel-label ceiling, ≥ 0.8 on this suite's coarse
+    grids) and far above the unregistered Dice."""
     for name, (spec, rows, pairs) in suite.items():
         out = evaluate_pairs(make_method("gt", "ground-truth"), "noio", spec, pairs, rows, tmp_path / f"{name}.csv")
         assert len(out) == len(pairs)
