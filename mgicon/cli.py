@@ -41,16 +41,18 @@ class _Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------------------------- argument types
 
 
-def _io_iterations(value: str) -> int:
-    if value.strip().lower() in {"none", "0"}:
-        return 0
+def _whole(value: str, minimum: int, what: str = "a whole number") -> int:
     try:
         n = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of IO steps or None, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"IO steps must be >= 0, got {n}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {n}")
     return n
+
+
+def _io_iterations(value: str) -> int:
+    return 0 if value.strip().lower() == "none" else _whole(value, 0, "a number of IO steps or None")
 
 
 def _positive_float(value: str) -> float:
@@ -68,13 +70,7 @@ def _non_negative_float(value: str) -> float:
 
 
 def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+    return _whole(value, 1)
 
 
 # ------------------------------------------------------------------------------------------- declarations

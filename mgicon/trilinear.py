@@ -49,6 +49,29 @@ def _clamp(i: int, n: int) -> int:
     return min(max(i, 0), n - 1)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _corners(coords, cb, p, D, H, W, zeros):
+    """The 8 neighbours of point ``p`` (clamped indices per axis) and the trilinear weights per axis (zero for a
+    neighbour outside the grid under zero padding)."""
+    i, fz, _, vz0, vz1 = _axis(coords[cb, 0, p] * (D - 1), D, zeros)
+    j, fy, _, vy0, vy1 = _axis(coords[cb, 1, p] * (H - 1), H, zeros)
+    k, fx, _, vx0, vx1 = _axis(coords[cb, 2, p] * (W - 1), W, zeros)
+    return (
+        _clamp(i, D),
+        _clamp(i + 1, D),
+        _clamp(j, H),
+        _clamp(j + 1, H),
+        _clamp(k, W),
+        _clamp(k + 1, W),
+        (1.0 - fz) * vz0,
+        fz * vz1,
+        (1.0 - fy) * vy0,
+        fy * vy1,
+        (1.0 - fx) * vx0,
+        fx * vx1,
+    )
+
+
 @njit(cache=True, nogil=True)
 def _forward(image, coords, out, zeros):
     B, C, D, H, W = image.shape
@@ -56,14 +79,7 @@ def _forward(image, coords, out, zeros):
     for b in range(B):
         cb = 0 if shared else b
         for p in range(coords.shape[2]):
-            i, fz, _, vz0, vz1 = _axis(coords[cb, 0, p] * (D - 1), D, zeros)
-            j, fy, _, vy0, vy1 = _axis(coords[cb, 1, p] * (H - 1), H, zeros)
-            k, fx, _, vx0, vx1 = _axis(coords[cb, 2, p] * (W - 1), W, zeros)
-            az0, az1 = (1.0 - fz) * vz0, fz * vz1
-            ay0, ay1 = (1.0 - fy) * vy0, fy * vy1
-            ax0, ax1 = (1.0 - fx) * vx0, fx * vx1
-            i0, i1, j0, j1 = _clamp(i, D), _clamp(i + 1, D), _clamp(j, H), _clamp(j + 1, H)
-            k0, k1 = _clamp(k, W), _clamp(k + 1, W)
+            i0, i1, j0, j1, k0, k1, az0, az1, ay0, ay1, ax0, ax1 = _corners(coords, cb, p, D, H, W, zeros)
             for c in range(C):
                 v = image[b, c]
                 out[b, c, p] = az0 * (
@@ -83,14 +99,7 @@ def _image_gradient(coords, grad, out, zeros):
     for b in range(B):
         cb = 0 if shared else b
         for p in range(coords.shape[2]):
-            i, fz, _, vz0, vz1 = _axis(coords[cb, 0, p] * (D - 1), D, zeros)
-            j, fy, _, vy0, vy1 = _axis(coords[cb, 1, p] * (H - 1), H, zeros)
-            k, fx, _, vx0, vx1 = _axis(coords[cb, 2, p] * (W - 1), W, zeros)
-            az0, az1 = (1.0 - fz) * vz0, fz * vz1
-            ay0, ay1 = (1.0 - fy) * vy0, fy * vy1
-            ax0, ax1 = (1.0 - fx) * vx0, fx * vx1
-            i0, i1, j0, j1 = _clamp(i, D), _clamp(i + 1, D), _clamp(j, H), _clamp(j + 1, H)
-            k0, k1 = _clamp(k, W), _clamp(k + 1, W)
+            i0, i1, j0, j1, k0, k1, az0, az1, ay0, ay1, ax0, ax1 = _corners(coords, cb, p, D, H, W, zeros)
             for c in range(C):
                 g = out[b, c]
                 a0, a1 = az0 * grad[b, c, p], az1 * grad[b, c, p]

@@ -11,10 +11,10 @@ import SimpleITK as sitk
 
 from mgicon.data.adapters import DatasetSourceError, dataset_rows, read_learn2reg, read_template
 from mgicon.data.build import build_manifest
-from mgicon.data.manifest import ManifestError, read_landmarks, read_landmarks_as_mm, write_manifest
+from mgicon.data.manifest import ManifestError, read_landmarks, read_landmarks_as_mm, read_manifest, write_manifest
 from mgicon.testing import make_image
 from tests.http_server import FileServer
-from tests.paths import CONFIGS, load_yaml
+from tests.paths import CONFIGS, TEST_CONFIGS, load_yaml
 
 
 def _img(path, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
@@ -218,3 +218,23 @@ def test_download_extracts_records_checksum_and_reuses(tmp_path):
     assert len(rows) == 6 and rows == again
     lock = json.loads((resources / "downloads.lock.json").read_text(encoding="utf-8"))
     assert len(lock[source["url"]]["sha256"]) == 64
+
+
+def test_studies_of_other_seeds_sharing_resources_keep_their_own_synthetic_files(tmp_path):
+    """A synthetic dataset is drawn from the study's seed: two studies with one `resources` folder (seed 0 and
+    seed 1) each keep the files their manifest names."""
+    from mgicon.config import resolve
+
+    micro = load_yaml(TEST_CONFIGS / "config.yaml")
+    manifests = {}
+    for seed in (0, 1):
+        config = resolve({**micro, "seed": seed, "resources": str(tmp_path / "resources")})
+        out = tmp_path / f"results-{seed}" / "data" / "syn-abdomen" / "manifest.csv"
+        build_manifest("syn-abdomen", config, out)
+        manifests[seed] = out
+    images = {}
+    for seed, out in manifests.items():
+        rows = read_manifest(out)
+        assert all(Path(r["image"]).is_relative_to(out.parent) for r in rows), rows[0]["image"]
+        images[seed] = sitk.GetArrayFromImage(sitk.ReadImage(rows[0]["image"]))
+    assert not np.array_equal(images[0], images[1])  # seed 1 did not overwrite seed 0's subject

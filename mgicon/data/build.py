@@ -69,8 +69,15 @@ def build_manifest(name: str, config: Mapping[str, Any], out: str | os.PathLike)
     out = Path(out)
     spec = load_registry(config["datasets"])[name]
     resources = Path(setting(config, "resources"))
+    # a synthetic dataset is drawn from this study's seed and settings: its files belong to the study's results
+    # (results/data/{name}/generated/), so that studies sharing `resources` (another seed) never overwrite them
     rows = adapters.dataset_rows(
-        name, spec.source, resources, resources, seed=int(setting(config, "seed")), synthetic=config.get("synthetic")
+        name,
+        spec.source,
+        resources,
+        out.parent / "generated",
+        seed=int(setting(config, "seed")),
+        synthetic=config.get("synthetic"),
     )
     rows = [r for r in rows if r["modality"] in spec.modalities]
     if not rows:
