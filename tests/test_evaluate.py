@@ -162,24 +162,20 @@ def test_ground_truth_method_recovers_truth(suite, tmp_path):
     its edge the exact map leaves the stored fields' grid, outside which ITK's field transforms are the identity),
     Dice = an independent nearest-neighbour computation (the voxel-label ceiling, ≥ 0.8 on this suite's coarse
     grids) and far above the unregistered Dice."""
+    gt = make_method("gt", "ground-truth")
     for name, (spec, rows, pairs) in suite.items():
-        out = evaluate_pairs(make_method("gt", "ground-truth"), "noio", spec, pairs, rows, tmp_path / f"{name}.csv")
+        out = evaluate_pairs(gt, "noio", spec, pairs, rows, tmp_path / f"{name}.csv")
         assert len(out) == len(pairs)
         for row, pair in zip(out, pairs):
-            fixed_image = itkio.read_image(_scan(rows, pair, "fixed").image)
-            field = itkio.displacement_field(
-                make_method("gt", "ground-truth")
-                .register(_scan(rows, pair, "moving"), _scan(rows, pair, "fixed"), pair.masked, "noio")
-                .transform,
-                fixed_image,
-            )
+            moving, fixed = _scan(rows, pair, "moving"), _scan(rows, pair, "fixed")
+            transform = gt.register(moving, fixed, pair.masked, "noio").transform
+            field = itkio.displacement_field(transform, itkio.read_image(fixed.image))
             folds = is_fold(itkio.to_array(itkio.jacobian_determinant(field)))
             assert row.negative_jacobian_percent == pytest.approx(100 * folds.mean())
             assert not folds[EDGE:-EDGE, EDGE:-EDGE, EDGE:-EDGE].any(), f"{name}: folds inside the field of view"
             if spec.evaluation["metric"] == "landmarks":
                 assert row.mtre < 0.1 < row.initial_mtre  # ≪ a voxel (11 mm)
             else:
-                moving, fixed = _scan(rows, pair, "moving"), _scan(rows, pair, "fixed")
                 from mgicon.data.synthetic import ground_truth_transform
 
                 truth = ground_truth_transform(moving.to_row(), fixed.to_row(), "/")

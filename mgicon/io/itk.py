@@ -350,8 +350,8 @@ def _itk_reason(exc: RuntimeError) -> str:
     return "unreadable"
 
 
-#: while :func:`cached_reads` is active: the images read so far, by file, its state on disk and ``what``
-_read_cache: dict[tuple[str, int, int, str], sitk.Image] | None = None
+#: while :func:`cached_reads` is active: the images read so far, by file and its state on disk
+_read_cache: dict[tuple[str, int, int], sitk.Image] | None = None
 
 
 @contextlib.contextmanager
@@ -380,7 +380,7 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> sitk.Image:
     if _read_cache is None or path.is_dir():
         return _read_image(path, what)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, what)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)  # `what` only words the errors
     if key not in _read_cache:
         _read_cache[key] = _read_image(path, what)
     return sitk.Image(_read_cache[key])
