@@ -37,6 +37,7 @@ EXPECTED_DEFAULTS = {
         "threads": 16,
         "steps": {"stage1": 100, "stage2": 50, "finetune": 50},
         "checkpoint_every": 50,
+        "bn_recalibration": 0,
         "log_every": 1,
         "lncc_sigma": 5.0,
         "augment": True,

@@ -159,6 +159,36 @@ def test_erratum_variant_feeds_the_loss_images_to_the_network(stage_data, tmp_pa
     assert any(s.input_modalities != s.loss_modalities for s in draws)
 
 
+def test_batchnorm_recalibration_sets_running_means_to_the_mean_over_later_batches(stage_data, tmp_path):
+    data = _data(stage_data, mode="F")
+    plain_cfg = _config(steps=2, augment=False)
+    plain = torch.load(train(plain_cfg, data, tmp_path / "plain", progress=False), weights_only=True)
+    cfg = _config(steps=2, augment=False, bn_recalibration=3)
+    recal = torch.load(train(cfg, data, tmp_path / "recal", progress=False), weights_only=True)
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    for key, value in plain["state_dict"].items():  # weights as trained, only BatchNorm statistics re-estimated
+        if not key.endswith(stats):
+            assert torch.equal(value, recal["state_dict"][key]), key
+    # the independent truth: each BatchNorm layer's input mean per call, averaged over the calls of steps 2..4
+    net = build_model(plain_cfg)
+    net.load_state_dict(plain["state_dict"])
+    seen: dict[str, list[torch.Tensor]] = {}
+    for name, module in net.named_modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.register_forward_hook(
+                lambda m, x, y, name=name: seen.setdefault(name, []).append(x[0].mean(dim=(0, 2, 3, 4)))
+            )
+    with torch.no_grad():
+        for step in (2, 3, 4):
+            batch = data.batch(step, cfg.batch_size)
+            PairModel(net.train())(batch.input_A, batch.input_B)
+    assert seen
+    for name, means in seen.items():
+        expected = torch.stack(means).mean(0)
+        assert torch.allclose(recal["state_dict"][f"{name}.running_mean"], expected, atol=1e-5), name
+        assert not torch.allclose(plain["state_dict"][f"{name}.running_mean"], expected, atol=1e-3), name
+
+
 def test_stage_one_weights_move_into_stage_two(stage_data, tmp_path):
     stage1 = mgicon.testing.randomize_weights(
         mgicon.build_network("tiny", input_shape=SHAPE, include_last_step=False), 3

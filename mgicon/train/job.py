@@ -45,6 +45,7 @@ def stage_config(config: Mapping[str, Any], variant: str, stage: str, init_from:
         device_batch=training["device_batch"],
         steps=int(training["steps"][stage]),
         checkpoint_every=int(training["checkpoint_every"]),
+        bn_recalibration=int(training["bn_recalibration"]),
         log_every=int(training["log_every"]),
         augment=bool(training["augment"]),
         axis_permutation=bool(training["axis_permutation"]),

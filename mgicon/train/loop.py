@@ -68,6 +68,7 @@ class TrainConfig:
     device_batch: int | None = _schema("device_batch")
     steps: int = field(default_factory=lambda: schema_default("training.steps.stage1"))
     checkpoint_every: int = _schema("checkpoint_every")
+    bn_recalibration: int = _schema("bn_recalibration")
     log_every: int = _schema("log_every")
     augment: bool = _schema("augment")
     axis_permutation: bool = _schema("axis_permutation")
@@ -195,6 +196,41 @@ def train_step(
     return totals
 
 
+def recalibrate_batchnorm(model: nn.Module, data: TrainingData, cfg: TrainConfig, batches: int) -> None:
+    """Re-estimate every BatchNorm layer's running statistics as the plain mean over ``batches`` training batches
+    (drawn after the last step: steps ``cfg.steps``, ``cfg.steps + 1``, …), without changing any weight.
+
+    Why: evaluation normalises with the running statistics, an exponential average (momentum 0.1) that lags the
+    weights; after few steps — a new U-Net in stage 2 — it still remembers the first ones.  Re-estimating them over
+    batches seen by the final weights (as SWA's ``update_bn``) makes the network as good in eval mode as in training.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if batches <= 0 or not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    device = torch.device(cfg.device)
+    micro = cfg.device_batch or cfg.batch_size
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for n in range(batches):
+            step = cfg.steps + n
+            batch = data.batch(step, cfg.batch_size)
+            a, b = batch.input_A, batch.input_B
+            if cfg.augment:  # as train_step augments the inputs of this step
+                a, b = augment_pair(a, b, _seeded(cfg.seed, step, 1), cfg.affine_std, cfg.axis_permutation)
+            for start in range(0, cfg.batch_size, micro):
+                part = slice(start, start + micro)
+                with autocast_context(device, cfg.bf16):
+                    model(a[part].to(device), b[part].to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 SAMPLE_COLUMNS = ("step", "dataset", "moving", "fixed", "input_moving", "input_fixed", "loss_moving", "loss_fixed")
 
 
@@ -308,6 +344,7 @@ def train(
             _save(latest, net, optimizer, step + 1, cfg)
     if bar is not None:
         bar.close()
+    recalibrate_batchnorm(PairModel(net), data, cfg, cfg.bn_recalibration)
     final = out_dir / "final.pt"
     if rank == 0:
         _save(final, net, optimizer, cfg.steps, cfg)
