@@ -125,6 +125,11 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _micro_batch(cfg: TrainConfig, world: int) -> int:
+    """Pairs per forward call: ``device_batch``, else this process's share of the global batch."""
+    return cfg.device_batch or max(1, cfg.batch_size // world)
+
+
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData, cfg: TrainConfig, step: int
 ) -> dict[str, Any]:
@@ -132,7 +137,7 @@ def train_step(
     and, under ``samples``, what was drawn."""
     rank, world = _rank_world()
     device = torch.device(cfg.device)
-    micro = cfg.device_batch or max(1, cfg.batch_size // world)
+    micro = _micro_batch(cfg, world)
     chunks = math.ceil(cfg.batch_size / micro)
     if chunks % world:
         raise ValueError(f"batch {cfg.batch_size} in micro-batches of {micro} does not split over {world} processes")
@@ -196,8 +201,8 @@ def train_step(
     return totals
 
 
-def recalibrate_batchnorm(model: nn.Module, data: TrainingData, cfg: TrainConfig, batches: int) -> None:
-    """Re-estimate every BatchNorm layer's running statistics as the plain mean over ``batches`` training batches
+def recalibrate_batchnorm(model: nn.Module, data: TrainingData, cfg: TrainConfig) -> None:
+    """Re-estimate every BatchNorm layer's running statistics as the plain mean over ``cfg.bn_recalibration`` batches
     (drawn after the last step: steps ``cfg.steps``, ``cfg.steps + 1``, …), without changing any weight.
 
     Why: evaluation normalises with the running statistics, an exponential average (momentum 0.1) that lags the
@@ -205,18 +210,18 @@ def recalibrate_batchnorm(model: nn.Module, data: TrainingData, cfg: TrainConfig
     batches seen by the final weights (as SWA's ``update_bn``) makes the network as good in eval mode as in training.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if batches <= 0 or not norms:
+    if cfg.bn_recalibration <= 0 or not norms:
         return
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     device = torch.device(cfg.device)
-    micro = cfg.device_batch or cfg.batch_size
+    micro = _micro_batch(cfg, _rank_world()[1])  # the forward calls of training, each process all of them
     was_training = model.training
     model.train()
     with torch.no_grad():
-        for n in range(batches):
+        for n in range(cfg.bn_recalibration):
             step = cfg.steps + n
             batch = data.batch(step, cfg.batch_size)
             a, b = batch.input_A, batch.input_B
@@ -344,7 +349,7 @@ def train(
             _save(latest, net, optimizer, step + 1, cfg)
     if bar is not None:
         bar.close()
-    recalibrate_batchnorm(PairModel(net), data, cfg, cfg.bn_recalibration)
+    recalibrate_batchnorm(PairModel(net), data, cfg)
     final = out_dir / "final.pt"
     if rank == 0:
         _save(final, net, optimizer, cfg.steps, cfg)
