@@ -156,6 +156,7 @@ def submission_job(
         io_iterations=int(setting(config, "evaluation.io_iterations")) if similarity else 0,
         io_similarity=similarity,
         io_lr=float(setting(config, "evaluation.io_lr")),
+        io_lncc_sigma=float(setting(config, "evaluation.io_lncc_sigma")),
         keep_orientation=bool(setting(config, "evaluation.keep_orientation")),
         affine=bool(setting(config, "evaluation.affine")),
         affine_metric=str(setting(config, "evaluation.affine_metric")),

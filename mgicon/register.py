@@ -20,6 +20,7 @@ import torch
 from mgicon.config import schema_default
 from mgicon.io import itk as itkio
 from mgicon.io.normalize import normalize
+from mgicon.losses import get_similarity
 from mgicon.network.inference import predict_map
 from mgicon.network.model import RegistrationNetwork
 from mgicon.optimize import IO_DICE_WEIGHT, IO_LEARNING_RATE, instance_optimize
@@ -195,10 +196,12 @@ def register(
     inverse: bool = False,
     bf16: bool = False,
     dice_weight: float = IO_DICE_WEIGHT,
+    io_lncc_sigma: float | None = None,
 ) -> Registration:
     """Register prepared images with ``net`` (on its current device).
 
-    With ``dice_weight > 0`` IO adds the soft Dice term of the images' segmentations (both must have one)."""
+    With ``dice_weight > 0`` IO adds the soft Dice term of the images' segmentations (both must have one);
+    ``io_lncc_sigma`` (voxels of the network grid) is the LNCC window of IO's 1 − LNCC² (None: upstream's)."""
     start = time.perf_counter()
     device = next(net.parameters()).device
     a, b = moving.tensor.to(device), fixed.tensor.to(device)
@@ -208,7 +211,7 @@ def register(
             net,
             a,
             b,
-            io_similarity,
+            get_similarity(io_similarity, io_lncc_sigma),
             io_iterations,
             io_lr,
             seed=seed,
@@ -263,6 +266,7 @@ class RegisterOptions:
     io_iterations: int = _default("evaluation.io_iterations")
     io_similarity: str | None = None
     io_lr: float = _default("evaluation.io_lr")
+    io_lncc_sigma: float = _default("evaluation.io_lncc_sigma")
     dice_loss_weight: float = _default("evaluation.io_dice_weight")
     input_masking: bool = False
     loss_function_masking: bool = False
@@ -418,4 +422,5 @@ def register_images(
         inverse=inverse,
         bf16=options.bf16,
         dice_weight=plan.dice_weight,
+        io_lncc_sigma=options.io_lncc_sigma,
     )

@@ -84,6 +84,8 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         experiment_id = _experiment_id(self.client, experiment, artifact_root)
+        if run_id is not None and not self._has_run(run_id):
+            run_id = None  # a resumed job whose run this store lacks (a new or another store): a new run
         if run_id is None:
             run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
             self.run_id = run.info.run_id
@@ -96,6 +98,17 @@ class Tracker:
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
         self._buffer: list = []
+
+    def _has_run(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return True
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         import time

@@ -16,6 +16,7 @@ from mgicon.evaluate.methods import MethodError
 from mgicon.network.checkpoint import save_checkpoint
 from mgicon.network.model import build_network
 from mgicon.train.job import stage_config
+from mgicon.train.loop import build_model
 from tests.paths import CONFIGS, REPO, SNAKEFILE, SNAKEMAKE, TEST_CONFIGS, load_yaml
 
 DEMO = load_yaml(CONFIGS / "config.yaml")
@@ -27,7 +28,7 @@ EXPECTED_DEFAULTS = {
     "seed": 0,
     "results": "results",
     "resources": "resources",
-    "network": {"preset": "paper", "input_shape": [175, 175, 175]},
+    "network": {"preset": "paper", "input_shape": [175, 175, 175], "down_channels": None, "up_channels": None},
     "training": {
         "lr": 5e-05,
         "batch_size": 4,
@@ -195,7 +196,12 @@ def _every_default_changed() -> dict:
     return {
         "seed": 7,
         "results": "elsewhere",
-        "network": {"preset": "tiny", "input_shape": [24, 28, 32]},
+        "network": {
+            "preset": "tiny",
+            "input_shape": [24, 28, 32],
+            "down_channels": [2, 4, 6],
+            "up_channels": [3, 5, 7],
+        },
         "training": {
             "lr": 3e-3,
             "batch_size": 3,
@@ -240,6 +246,8 @@ def test_every_job_follows_a_changed_default(tmp_path):
         assert (cfg.checkpoint_every, cfg.log_every, cfg.affine_std, cfg.seed) == (5, 2, 0.01, 7)
         assert (cfg.augment, cfg.axis_permutation, cfg.bf16, cfg.channels_last) == (False, False, True, True)
         assert cfg.similarity == "mind" and cfg.network["input_shape"] == [24, 28, 32]
+        built = build_model(cfg).config
+        assert (built.down_channels, built.up_channels) == ((2, 4, 6), (3, 5, 7))
     checkpoint = tmp_path / "v.pt"
     save_checkpoint(build_network("tiny", (24, 28, 32)), checkpoint)
     method = build_method(config, "v", checkpoint)

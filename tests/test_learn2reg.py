@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from scipy.ndimage import map_coordinates
 
 from mgicon.cli import main
@@ -259,6 +260,36 @@ def test_learn2reg_takes_the_options_of_register(tmp_path, dataset, model, optio
     with_option = nib.load(str(tmp_path / "with" / name)).get_fdata()
     np.testing.assert_allclose(nib.load(str(field)).get_fdata(), with_option, atol=1e-6)
     assert np.abs(with_option - nib.load(str(tmp_path / "without" / name)).get_fdata()).max() > 1e-4
+
+
+def test_a_pipeline_submission_runs_io_with_the_configs_evaluation_settings(tmp_path, dataset, model, monkeypatch):
+    """``submission_job`` (the pipeline's ``learn2reg_split``) gives IO the config's LNCC window, not upstream's."""
+    from mgicon import register as reg
+    from mgicon.learn2reg import submission_job
+    from mgicon.losses import squared_lncc
+
+    seen = []
+    optimize = reg.instance_optimize
+
+    def spy(net, a, b, similarity, *args, **kwargs):
+        seen.append(similarity)
+        return optimize(net, a, b, similarity, *args, **kwargs)
+
+    monkeypatch.setattr(reg, "instance_optimize", spy)
+    config = {
+        "seed": 0,
+        "resources": str(tmp_path / "resources"),
+        "source": {"kind": "learn2reg", "path": str(dataset), "layout": {"modality_names": {"mr": "t1w"}}},
+        "released": None,
+        "io": "io-lncc2",
+        "evaluation": {"io_iterations": 1, "io_lr": 1e-3, "io_lncc_sigma": 1.5, "device": "cpu"},
+    }
+    zip_path = submission_job(config, "toy", "val", tmp_path / "out", tmp_path / "out.zip", checkpoint=model)
+    assert zip_path.is_file() and len(seen) == len(PAIRS)
+    a, b = (smooth_volume((12, 12, 12), seed=s) for s in (1, 2))
+    for similarity in seen:
+        assert torch.allclose(similarity(a, b), squared_lncc(a, b, sigma=1.5))
+        assert not torch.allclose(similarity(a, b), squared_lncc(a, b, sigma=5.0))
 
 
 def test_learn2reg_bad_input(tmp_path, dataset, model, capsys):

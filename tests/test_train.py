@@ -255,6 +255,20 @@ def test_mlflow_run_has_params_metrics_and_run_file(stage_data, tmp_path):
     assert '"run_id"' in (tmp_path / "model" / "mlflow_run.json").read_text(encoding="utf-8")
 
 
+def test_a_resumed_run_that_the_store_lacks_becomes_a_new_run(tmp_path):
+    """A job resumed against another (or a deleted and recreated) tracking store logs to a new run there."""
+    first = Tracker(f"sqlite:///{tmp_path}/a.db", "job", params={"p": 1})
+    first.end()
+    other = Tracker(f"sqlite:///{tmp_path}/b.db", "job", params={"p": 1}, run_id=first.run_id)
+    other.log_metrics({"loss": 0.5}, 0)
+    other.end()
+    assert other.run_id != first.run_id
+    run = other.client.get_run(other.run_id)
+    assert run.data.params == {"p": "1"} and run.data.metrics == {"loss": 0.5} and run.info.status == "FINISHED"
+    again = Tracker(f"sqlite:///{tmp_path}/b.db", "job", run_id=other.run_id)  # present: the same run
+    assert again.run_id == other.run_id
+
+
 def test_unreachable_tracking_server_is_a_clear_error_at_start():
     with pytest.raises(TrackingError, match="127.0.0.1:9.*unreachable"):
         Tracker("http://127.0.0.1:9", "x")

@@ -66,12 +66,13 @@ def config_slice(*keys, **parts):
 
 
 def data_params(name):
-    """The part of the config a dataset's data jobs depend on (so that, e.g., training settings don't rerun them)."""
+    """The part of the config a dataset's data jobs depend on (so that, e.g., training settings or the network's
+    widths don't rerun them: of the network section, only the grid)."""
     return config_slice(
         "seed",
         "resources",
-        "network",
         "synthetic",
+        network={"input_shape": config["network"]["input_shape"]},
         datasets={name: config["datasets"][name]},
     )
 
@@ -228,6 +229,13 @@ NETWORK_EVALUATION_KEYS = (
     "device",
     "bf16",
 )
+# ... and a Learn2Reg submission's (mgicon.learn2reg.submission_job; not IO's Dice term: a submission registers
+# the test split, whose label maps are withheld)
+SUBMISSION_EVALUATION_KEYS = tuple(
+    k
+    for k in NETWORK_EVALUATION_KEYS
+    if k not in ("max_pairs", "io_max_pairs", "io_dice_weight")
+)
 
 
 def eval_params(method):
@@ -327,7 +335,6 @@ def learn2reg_inputs(wildcards):
 def learn2reg_params(dataset):
     """What a submission depends on: the dataset's source, the method's weights and the IO settings."""
     method = learn2reg_method(config)
-    keys = ("io_iterations", "io_lr", "keep_orientation", "affine", "device", "bf16")
     return config_slice(
         "seed",
         "resources",
@@ -335,5 +342,5 @@ def learn2reg_params(dataset):
         method=method,
         released=RELEASED.get(method),
         io=LEARN2REG["io"],
-        evaluation={k: EVALUATION[k] for k in keys},
+        evaluation={k: EVALUATION[k] for k in SUBMISSION_EVALUATION_KEYS},
     )
