@@ -228,10 +228,13 @@ def _cross_check(config: dict[str, Any], check_files: bool) -> None:
 def _check_network(config: Mapping[str, Any]) -> None:
     from mgicon.network.presets import network_config
 
+    spec = config["network"]
     try:
-        network_config(config["network"])
+        network_config(spec)
     except ValueError as exc:
-        raise ConfigError("network.input_shape", str(exc)) from None
+        widths = any(spec.get(k) is not None for k in ("down_channels", "up_channels"))
+        key = "network.up_channels" if widths and "channels" in str(exc) else "network.input_shape"
+        raise ConfigError(key, str(exc)) from None
 
 
 def _pair_modalities(text: str, key: str, modalities: Sequence[str]) -> None:

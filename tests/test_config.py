@@ -119,6 +119,7 @@ MISTAKES = [
     ("training.steps.stage3", 5, "training.steps.stage3", "unknown key"),
     ("datasets.syn-brain.evaluation.metrik", "dice", "datasets.syn-brain.evaluation.metrik", "unknown key"),
     ("network.input_shape", [16, 16, 16], "network.input_shape", "too small"),
+    ("network.up_channels", [4, 8], "network.up_channels", "one entry per U-Net level"),
     ("training.lr", -1, "training.lr", "less than or equal to the minimum"),
     ("training.steps.stage1", 0, "training.steps.stage1", "less than the minimum"),
     ("variants.multigradicon-f.datasets", ["syn-nothing"], "variants.multigradicon-f.datasets", "syn-nothing"),
