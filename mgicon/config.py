@@ -228,12 +228,10 @@ def _cross_check(config: dict[str, Any], check_files: bool) -> None:
 def _check_network(config: Mapping[str, Any]) -> None:
     from mgicon.network.presets import network_config
 
-    spec = config["network"]
     try:
-        network_config(spec)
-    except ValueError as exc:
-        widths = any(spec.get(k) is not None for k in ("down_channels", "up_channels"))
-        key = "network.up_channels" if widths and "channels" in str(exc) else "network.input_shape"
+        network_config(config["network"])
+    except ValueError as exc:  # a preset's own widths always match its levels: a width mistake is the config's
+        key = "network.up_channels" if "channels" in str(exc) else "network.input_shape"
         raise ConfigError(key, str(exc)) from None
 
 
